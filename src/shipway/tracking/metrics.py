@@ -1,0 +1,204 @@
+"""Buffered metric logging: ``log_metric`` appends to memory; one background thread writes.
+
+A point is a tuple ``(key, value, step, timestamp_ms)``. Each run has a deque (appends and
+pops are atomic, so the training thread never takes a lock). The process-wide writer drains
+every live run's deque into one transaction when a buffer passes ``FLUSH_POINTS`` or every
+``FLUSH_SECONDS``, and ``flush`` does the same synchronously; a flush lock makes ``end()`` wait
+for any write in flight, so nothing logged before ``end()`` returns is lost.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import math
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import sqlalchemy as sa
+
+from shipway.core.clock import now_ms
+from shipway.store import schema
+
+if TYPE_CHECKING:
+    from shipway.store import Store
+
+FLUSH_POINTS = 20_000
+FLUSH_SECONDS = 1.0
+HEARTBEAT_SECONDS = 30.0
+
+Point = tuple[str, float | None, int, int]
+
+
+class MetricPoint(NamedTuple):
+    """One logged value of a metric."""
+
+    step: int
+    timestamp: int
+    value: float
+
+
+class RunBuffer:
+    """The unwritten points of one run."""
+
+    __slots__ = ("pending", "points", "run_id", "store")
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.points: deque[Point] = deque()
+        # Points drained but not yet committed because a write failed; retried first.
+        self.pending: list[Point] = []
+
+
+def upsert_latest(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Keep ``latest_metrics`` at the point with the highest (step, timestamp) per run and key."""
+    if not rows:
+        return
+    table = schema.latest_metrics
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    newer = sa.or_(
+        stmt.excluded.step > table.c.step,
+        sa.and_(stmt.excluded.step == table.c.step, stmt.excluded.timestamp >= table.c.timestamp),
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.run_id, table.c.key],
+        set_={
+            "step": stmt.excluded.step,
+            "timestamp": stmt.excluded.timestamp,
+            "value": stmt.excluded.value,
+        },
+        where=newer,
+    )
+    conn.execute(stmt, rows)
+
+
+def write_points(conn: sa.Connection, run_id: str, points: list[Point]) -> None:
+    """Insert points and move the run's latest values forward, inside the caller's transaction."""
+    conn.execute(
+        schema.metrics.insert(),
+        [{"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t} for k, v, s, t in points],
+    )
+    latest: dict[str, Point] = {}
+    for p in points:
+        cur = latest.get(p[0])
+        if cur is None or (p[2], p[3]) >= (cur[2], cur[3]):
+            latest[p[0]] = p
+    upsert_latest(
+        conn,
+        [
+            {"run_id": run_id, "key": k, "value": v, "step": s, "timestamp": t}
+            for k, v, s, t in latest.values()
+        ],
+    )
+
+
+class MetricWriter:
+    """The process's single background writer for every live run's metric buffer."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, RunBuffer] = {}
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._last_heartbeat = 0.0
+        self.last_error: BaseException | None = None
+
+    def register(self, buffer: RunBuffer) -> None:
+        """Start draining ``buffer`` in the background."""
+        self._live[buffer.run_id] = buffer
+        self._ensure_thread()
+
+    def unregister(self, buffer: RunBuffer) -> None:
+        """Stop draining ``buffer`` (after its final flush)."""
+        self._live.pop(buffer.run_id, None)
+
+    def is_live(self, run_id: str) -> bool:
+        return run_id in self._live
+
+    def nudge(self) -> None:
+        """Ask the background thread to flush now (a buffer passed its size limit)."""
+        self._wake.set()
+
+    def _ensure_thread(self) -> None:
+        with self._thread_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="shipway-metric-writer", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        import time
+
+        while True:
+            self._wake.wait(FLUSH_SECONDS)
+            self._wake.clear()
+            buffers = list(self._live.values())
+            for buffer in buffers:
+                try:
+                    self.flush(buffer)
+                    self.last_error = None
+                except Exception as exc:  # kept and retried; end() reports it to the caller
+                    self.last_error = exc
+            if buffers and time.monotonic() - self._last_heartbeat > HEARTBEAT_SECONDS:
+                self._last_heartbeat = time.monotonic()
+                self._heartbeat(buffers)
+
+    def _heartbeat(self, buffers: list[RunBuffer]) -> None:
+        by_store: dict[int, tuple[Store, list[str]]] = {}
+        for b in buffers:
+            by_store.setdefault(id(b.store), (b.store, []))[1].append(b.run_id)
+        for store, ids in by_store.values():
+            try:
+                with store.write() as conn:
+                    conn.execute(
+                        schema.runs.update().where(schema.runs.c.id.in_(ids)).values(heartbeat_at=now_ms())
+                    )
+            except Exception as exc:
+                self.last_error = exc
+
+    def flush(self, buffer: RunBuffer, finish: dict[str, Any] | None = None) -> int:
+        """Write everything ``buffer`` holds now, and with ``finish`` end the run in the same
+        transaction; returns the number of points written."""
+        with self._flush_lock:
+            points = buffer.pending
+            buffer.pending = []
+            dq = buffer.points
+            n = len(dq)
+            points.extend(dq.popleft() for _ in range(n))
+            if not points and finish is None:
+                return 0
+            try:
+                with buffer.store.write() as conn:
+                    if points:
+                        write_points(conn, buffer.run_id, points)
+                    if finish is not None:
+                        conn.execute(
+                            schema.runs.update().where(schema.runs.c.id == buffer.run_id).values(**finish)
+                        )
+            except BaseException:
+                buffer.pending = points
+                raise
+            return len(points)
+
+
+writer = MetricWriter()
+
+
+def to_value(value: Any) -> float | None:
+    """A metric value as a float, or None for NaN (stored as NULL)."""
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+@atexit.register
+def _flush_all_at_exit() -> None:
+    for buffer in list(writer._live.values()):
+        # The interpreter is going away; end() already reported any failure to its caller.
+        with contextlib.suppress(Exception):
+            writer.flush(buffer)

@@ -1,0 +1,369 @@
+"""Starting, logging to and ending runs."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from shipway.core.clock import now_ms
+from shipway.core.errors import Conflict, InvalidInput
+from shipway.core.ids import new_id
+from shipway.core.names import check_name
+from shipway.store import Store, get_store, schema
+from shipway.tracking import lineage
+from shipway.tracking.experiments import ensure_experiment
+from shipway.tracking.metrics import FLUSH_POINTS, RunBuffer, writer
+
+if TYPE_CHECKING:
+    from shipway.data import DatasetVersion
+    from shipway.tracking.artifacts import ArtifactEntry
+
+RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+STATUSES = (RUNNING, FINISHED, FAILED, KILLED)
+MAX_KEY = 256
+MAX_PARAM_VALUE = 8000
+
+_active: list[Run] = []
+_active_lock = threading.Lock()
+_uncaught: list[BaseException] = []
+
+
+def check_key(key: object, what: str) -> str:
+    """Validate a metric, param or tag key."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY or key != key.strip():
+        raise InvalidInput(
+            f"{what} key {key!r} is not allowed: use a non-empty string of at most {MAX_KEY} "
+            "characters without leading or trailing spaces."
+        )
+    if any(ord(c) < 32 for c in key):
+        raise InvalidInput(f"{what} key {key!r} contains control characters; remove them.")
+    return key
+
+
+def _param_row(run_id: str, key: str, value: Any) -> dict[str, Any]:
+    check_key(key, "Param")
+    if isinstance(value, bool) or value is None:
+        text, num = str(value), None
+    elif isinstance(value, int | float):
+        text, num = str(value), float(value)
+    else:
+        text = str(value)
+        try:
+            num = float(text)
+        except ValueError:
+            num = None
+    if num is not None and not math.isfinite(num):
+        num = None
+    if len(text) > MAX_PARAM_VALUE:
+        raise InvalidInput(
+            f"Param {key!r} is {len(text)} characters long; the limit is {MAX_PARAM_VALUE}. "
+            "Log large values as an artifact instead."
+        )
+    return {"run_id": run_id, "key": key, "value": text, "num": num}
+
+
+class Run:
+    """A run being recorded by this process; use it as a context manager or call :meth:`end`."""
+
+    def __init__(self, store: Store, run_id: str, experiment: str, name: str) -> None:
+        self.store = store
+        self.id = run_id
+        self.experiment = experiment
+        self.name = name
+        self._buffer = RunBuffer(store, run_id)
+        self._next_step: dict[str, int] = {}
+        self._checked_keys: set[str] = set()
+        self._params: dict[str, str] = {}
+        self._ended = False
+        self.status = RUNNING
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.experiment}/{self.name} {self.status}>"
+
+    # -- metrics: the hot path ------------------------------------------------------------------
+
+    def log_metric(
+        self, key: str, value: float, step: int | None = None, timestamp: int | None = None
+    ) -> None:
+        """Record one value; it is buffered in memory and written in the background."""
+        if self._ended:
+            raise Conflict(f"Run {self.id} has ended; start a new run to log more metrics.")
+        if key not in self._checked_keys:
+            check_key(key, "Metric")
+            self._checked_keys.add(key)
+        try:
+            v: float | None = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"Metric {key!r} got {value!r}, which is not a number.") from None
+        if v != v:  # NaN is stored as NULL
+            v = None
+        if step is None:
+            step = self._next_step.get(key, 0)
+        elif step.__class__ is not int:
+            if isinstance(step, bool) or not hasattr(step, "__index__"):
+                raise InvalidInput(f"Metric {key!r}: step must be an integer, not {step!r}.")
+            step = int(step)
+        self._next_step[key] = step + 1
+        if timestamp is None:
+            timestamp = time.time_ns() // 1_000_000
+        points = self._buffer.points
+        points.append((key, v, step, timestamp))
+        if len(points) >= FLUSH_POINTS:
+            writer.nudge()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Record several metrics at the same step."""
+        for key, value in metrics.items():
+            self.log_metric(key, value, step=step)
+
+    def flush(self) -> int:
+        """Write buffered metrics now (normally the background writer and ``end`` do this)."""
+        return writer.flush(self._buffer)
+
+    # -- params and tags ------------------------------------------------------------------------
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Record one hyperparameter; params cannot change once logged."""
+        self.log_params({key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record hyperparameters in one write; a changed value is refused."""
+        if not isinstance(params, Mapping):
+            raise InvalidInput(f"log_params takes a mapping of name to value, not {params!r}.")
+        self._check_open()
+        rows = []
+        for key, value in params.items():
+            row = _param_row(self.id, key, value)
+            known = self._params.get(key)
+            if known is not None:
+                if known != row["value"]:
+                    raise Conflict(
+                        f"Param {key!r} of run {self.id} is already {known!r}; params cannot "
+                        f"change (got {row['value']!r}). Log it under another name or start a new run."
+                    )
+                continue
+            rows.append(row)
+        if not rows:
+            return
+        try:
+            with self.store.write() as conn:
+                conn.execute(schema.params.insert(), rows)
+        except sa.exc.IntegrityError:
+            raise Conflict(
+                f"Some of params {', '.join(r['key'] for r in rows)} were already logged to run "
+                f"{self.id} by another process; params cannot change."
+            ) from None
+        self._params.update({r["key"]: r["value"] for r in rows})
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """Set a tag (tags, unlike params, may be changed)."""
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags in one write."""
+        self._check_open()
+        write_tags(self.store, self.id, tags)
+
+    # -- datasets and artifacts -----------------------------------------------------------------
+
+    def log_dataset(
+        self, data: Any, name: str, role: str = "train", target: str | None = None
+    ) -> DatasetVersion:
+        """Version ``data`` by content hash, store it, and link it to this run under ``role``."""
+        from shipway.data import link_dataset, log_dataset
+
+        self._check_open()
+        version = log_dataset(data, name=name, target=target, store=self.store)
+        link_dataset(self.store, self.id, version, role=role, target=target)
+        return version
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> list[ArtifactEntry]:
+        """Store a file or a folder (recursively) among this run's artifacts."""
+        from shipway.tracking.artifacts import log_artifact
+
+        self._check_open()
+        return log_artifact(self.store, self.id, local_path, artifact_path)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._ended:
+            raise Conflict(f"Run {self.id} has already ended as {self.status}.")
+
+    def end(self, status: str = FINISHED, error: str | None = None) -> None:
+        """Flush every buffered point and record the final status; idempotent."""
+        if self._ended:
+            return
+        if status not in (FINISHED, FAILED, KILLED):
+            raise InvalidInput(f"A run ends as FINISHED, FAILED or KILLED, not {status!r}.")
+        finish = {"status": status, "end_time": now_ms(), "error": error}
+        writer.flush(self._buffer, finish=finish)
+        writer.unregister(self._buffer)
+        self._ended = True
+        self.status = status
+        with _active_lock:
+            if self in _active:
+                _active.remove(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.end(FINISHED)
+        elif isinstance(exc, KeyboardInterrupt):
+            self.end(KILLED, error="KeyboardInterrupt")
+        else:
+            self.end(FAILED, error=describe_error(exc))
+
+
+def describe_error(exc: BaseException) -> str:
+    """The exception and the last frames of its traceback, as stored on a failed run."""
+    lines = traceback.format_exception(exc)
+    text = "".join(lines[-12:])
+    return text[-4000:]
+
+
+def write_tags(store: Store, run_id: str, tags: Mapping[str, Any]) -> None:
+    """Insert or replace tags of a run."""
+    if not isinstance(tags, Mapping):
+        raise InvalidInput(f"Tags are a mapping of name to value, not {tags!r}.")
+    rows = [{"run_id": run_id, "key": check_key(k, "Tag"), "value": str(v)} for k, v in tags.items()]
+    if not rows:
+        return
+    if store.dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(schema.tags)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[schema.tags.c.run_id, schema.tags.c.key],
+        set_={"value": stmt.excluded.value},
+    )
+    with store.write() as conn:
+        conn.execute(stmt, rows)
+
+
+def start_run(
+    experiment: str | None = None,
+    name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    *,
+    store: Store | None = None,
+) -> Run:
+    """Start recording a run in ``experiment`` (created on first use) and capture its lineage."""
+    store = store or get_store()
+    experiment = experiment or os.environ.get("SHIPWAY_EXPERIMENT") or "default"
+    check_name(experiment)
+    run_id = new_id()
+    name = check_name(name, "run") if name is not None else f"run-{run_id[-8:]}"
+    cache = store.cache
+    exp_id = cache.get(("experiment", experiment))
+    if exp_id is None:
+        exp_id = cache[("experiment", experiment)] = ensure_experiment(store, experiment)
+    captured = lineage.capture(store.settings.home)
+    env_hash, packages = lineage.environment()
+    pid = os.getpid()
+    row = {
+        "id": run_id,
+        "experiment_id": exp_id,
+        "name": name,
+        "status": RUNNING,
+        "start_time": now_ms(),
+        "user": captured["user"],
+        "host": captured["host"],
+        "pid": pid,
+        "pid_started": lineage.process_started(pid),
+        "heartbeat_at": now_ms(),
+        "environment_hash": env_hash,
+        "lineage": captured,
+    }
+    with store.write() as conn:
+        if ("environment", env_hash) not in cache:
+            if store.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            conn.execute(
+                insert(schema.environments)
+                .values(hash=env_hash, packages=packages, created_at=now_ms())
+                .on_conflict_do_nothing(index_elements=[schema.environments.c.hash])
+            )
+        conn.execute(schema.runs.insert().values(**row))
+    cache[("environment", env_hash)] = True
+    run = Run(store, run_id, experiment, name)
+    writer.register(run._buffer)
+    with _active_lock:
+        _active.append(run)
+    _install_exit_hooks()
+    if tags:
+        run.set_tags(tags)
+    return run
+
+
+def active_run() -> Run | None:
+    """The most recently started run of this process that has not ended, if any."""
+    with _active_lock:
+        return _active[-1] if _active else None
+
+
+def live_run(run_id: str) -> bool:
+    """Whether this process is recording ``run_id`` right now."""
+    return writer.is_live(run_id)
+
+
+def flush_if_live(run_id: str) -> None:
+    """Make this process's own buffered points for ``run_id`` visible to readers."""
+    with _active_lock:
+        runs = [r for r in _active if r.id == run_id]
+    for r in runs:
+        r.flush()
+
+
+_hooks_installed = False
+
+
+def _install_exit_hooks() -> None:
+    # A script that starts a run without `with` and crashes should leave FAILED, not RUNNING.
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    previous = sys.excepthook
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        _uncaught.append(exc)
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook
+    import atexit
+
+    atexit.register(_end_open_runs)
+
+
+def _end_open_runs() -> None:
+    with _active_lock:
+        open_runs = list(_active)
+    for run in reversed(open_runs):
+        try:
+            if _uncaught:
+                run.end(FAILED, error=describe_error(_uncaught[-1]))
+            else:
+                run.end(FINISHED)
+        except Exception as exc:  # the interpreter is exiting; say so instead of a traceback
+            print(f"shipway: could not end run {run.id}: {exc}", file=sys.stderr)
