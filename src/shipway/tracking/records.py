@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from shipway.core.clock import iso, now_ms
-from shipway.core.errors import NotFound
+from shipway.core.errors import InvalidInput, NotFound
 from shipway.store import Store, schema
 from shipway.tracking import lineage
 from shipway.tracking.artifacts import ArtifactEntry
@@ -209,3 +209,22 @@ def metric_history(store: Store, run_id: str, key: str) -> list[MetricPoint]:
             known = f" It has: {', '.join(keys)}." if keys else " It has no metrics."
             raise NotFound(f"Run {run_id} has no metric {key!r}.{known}")
     return [MetricPoint(s, t, math.nan if v is None else v) for s, t, v in rows]
+
+
+def resolve_run_id(store: Store, ref: str) -> str:
+    """A full run id from a full id or a unique prefix of one (as typed on the command line)."""
+    ref = ref.strip().lower()
+    if len(ref) == 32:
+        return ref
+    if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
+        raise NotFound(f"{ref!r} is not a run id; give the id, or at least its first 4 hex digits.")
+    r = schema.runs
+    with store.read() as conn:
+        ids = conn.execute(sa.select(r.c.id).where(r.c.id.like(ref + "%")).limit(6)).scalars().all()
+    if not ids:
+        raise NotFound(f"No run id starts with {ref!r}.")
+    if len(ids) > 1:
+        raise InvalidInput(
+            f"Run id prefix {ref!r} is ambiguous: {', '.join(ids[:5])}… Type more of the id."
+        )
+    return ids[0]

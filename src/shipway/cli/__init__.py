@@ -1,0 +1,48 @@
+"""The `shipway` command: a thin shell over the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from shipway.cli.admin import db_app, doctor, up
+from shipway.cli.output import err_console
+from shipway.cli.tracking import experiments_app, runs_app
+from shipway.core.errors import ShipwayError
+
+app = typer.Typer(
+    name="shipway",
+    help="Shipway: track experiments, register models, promote, serve and monitor them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+app.add_typer(experiments_app, name="experiments")
+app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
+app.command("doctor")(doctor)
+app.command("up")(up)
+
+
+def main() -> None:
+    """Entry point: runs the app and turns errors into a message and an exit code, no traceback."""
+    try:
+        app()
+    except ShipwayError as exc:
+        err_console.print(f"[red]Error:[/] {exc.message}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("Interrupted.")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so plainly; the traceback is one variable away
+        if os.environ.get("SHIPWAY_DEBUG"):
+            raise
+        err_console.print(
+            f"[red]Unexpected error:[/] {type(exc).__name__}: {exc}\n"
+            "This is a bug in Shipway. Rerun with SHIPWAY_DEBUG=1 for the traceback and report it.",
+            markup=True,
+        )
+        sys.exit(1)

@@ -1,0 +1,167 @@
+"""`shipway doctor`, `shipway db …` and `shipway up`."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+import shipway
+from shipway.cli.output import console, print_json
+from shipway.core.config import Settings
+from shipway.core.errors import InvalidInput, ShipwayError
+from shipway.store import Store, current_revision, head_revision, upgrade
+from shipway.store.db import create_engine, redact, translate_errors
+from shipway.store.schema import SCHEMA_REVISION
+
+db_app = typer.Typer(help="Manage the metadata store's schema.", no_args_is_help=True)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        return Path(make_url(uri).database or "").expanduser()
+    return None
+
+
+def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Say which store and artifact location are in use, their schema version and health."""
+    settings = Settings.resolve()
+    checks: list[tuple[str, bool, str]] = []
+    checks.append(("settings", True, f"from {settings.source}; home {settings.home}"))
+    path = _sqlite_path(settings.store_uri)
+    store_line = f"{redact(settings.store_uri)}"
+    if path is not None and not path.exists():
+        checks.append(("metadata store", True, f"{store_line} (not created yet: it is made on first use)"))
+    else:
+        try:
+            with translate_errors(settings.store_uri):
+                engine = create_engine(settings.store_uri)
+                revision = current_revision(engine)
+                dialect = engine.dialect.name
+                extra = ""
+                if dialect == "sqlite":
+                    with engine.connect() as conn:
+                        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+                    extra = f", journal {mode}"
+                engine.dispose()
+            checks.append(("metadata store", True, f"{store_line} ({dialect}{extra})"))
+            if revision == SCHEMA_REVISION:
+                checks.append(("schema", True, f"revision {revision} (current)"))
+            elif revision is None:
+                checks.append(("schema", True, "empty: tables are created on first use"))
+            else:
+                checks.append(("schema", False, f"revision {revision}, this Shipway needs "
+                                                f"{SCHEMA_REVISION}: run `shipway db upgrade`"))
+        except ShipwayError as exc:
+            checks.append(("metadata store", False, exc.message))
+    checks.append(_artifact_check(settings))
+    healthy = all(ok for _, ok, _ in checks)
+    if as_json:
+        print_json({"healthy": healthy, "version": shipway.__version__,
+                    "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in checks]})
+    else:
+        table = Table("check", "", "detail", title=f"Shipway {shipway.__version__}", title_justify="left")
+        for name, ok, detail in checks:
+            table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
+        console.print(table)
+        console.print("[green]healthy[/]" if healthy else "[red]unhealthy: fix the failing checks above[/]")
+    if not healthy:
+        raise typer.Exit(1)
+
+
+def _artifact_check(settings: Settings) -> tuple[str, bool, str]:
+    uri = settings.artifact_uri
+    if uri.startswith("s3://"):
+        try:
+            from shipway.store import open_blob_store
+
+            blobs = open_blob_store(uri, settings.s3_endpoint_url)
+            backend = blobs.backend
+            backend._client.head_bucket(Bucket=backend.bucket)  # type: ignore[attr-defined]
+            return ("artifact store", True, f"{uri} (bucket reachable)")
+        except ShipwayError as exc:
+            return ("artifact store", False, exc.message)
+        except Exception as exc:  # botocore raises many kinds for an unreachable bucket
+            return ("artifact store", False, f"{uri}: {exc}")
+    root = Path(uri.removeprefix("file://")).expanduser()
+    probe = root if root.exists() else next((p for p in root.parents if p.exists()), Path("/"))
+    if not os.access(probe, os.W_OK):
+        return ("artifact store", False, f"{root} is not writable by this user")
+    free = shutil.disk_usage(probe).free / 2**30
+    state = "exists" if root.exists() else "created on first use"
+    return ("artifact store", True, f"{root} ({state}, {free:.1f} GiB free)")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the store's tables to this Shipway's schema (back up first)."""
+    settings = Settings.resolve()
+    with translate_errors(settings.store_uri):
+        engine = create_engine(settings.store_uri)
+        before = current_revision(engine)
+        after = upgrade(engine)
+        engine.dispose()
+    if before == after:
+        console.print(f"{redact(settings.store_uri)} is already at revision {after}.")
+    else:
+        console.print(f"Upgraded {redact(settings.store_uri)} from {before or 'empty'} to {after}.")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the store's schema revision and the one this Shipway needs."""
+    settings = Settings.resolve()
+    with translate_errors(settings.store_uri):
+        engine = create_engine(settings.store_uri)
+        revision = current_revision(engine)
+        engine.dispose()
+    console.print(f"store: {revision or 'empty'}; needed: {head_revision()}")
+
+
+def _check_loopback(host: str) -> None:
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InvalidInput(
+            f"Refusing to listen on {host}: the server has no authentication yet, so it binds to "
+            "loopback only. Use --host 127.0.0.1 and put an authenticating proxy in front."
+        )
+
+
+def up(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback only for now).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5050,
+) -> None:
+    """Run the Shipway server on the configured store (embedded SQLite + local folder by default)."""
+    import uvicorn
+
+    from shipway.server import create_app
+
+    _check_loopback(host)
+    settings = Settings.resolve()
+    store = Store(settings)
+    app = create_app(store)
+    console.print(f"Shipway {shipway.__version__} listening on [bold]http://{host}:{port}[/]")
+    console.print(f"  store:     {store.describe()}")
+    console.print(f"  artifacts: {settings.artifact_uri}")
+    console.print(f"  health:    http://{host}:{port}/health   API docs: http://{host}:{port}/docs")
+    console.print("Press Ctrl-C to stop.")
+    sys.stdout.flush()
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        store.close()
+    if not server.started:
+        raise ShipwayError(f"Could not listen on {host}:{port}; is the port already in use? Try --port.")
