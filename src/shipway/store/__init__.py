@@ -41,8 +41,12 @@ class Store:
         self.cache: dict[tuple[str, str], object] = {}
         with translate_errors(self.uri):
             self.engine: Engine = create_engine(settings.store_uri)
-            if create:
-                ensure_schema(self.engine)
+            try:
+                if create:
+                    ensure_schema(self.engine)
+            except BaseException:
+                self.engine.dispose()
+                raise
         self._write_engine = (
             self.engine.execution_options(shipway_begin="IMMEDIATE")
             if self.engine.dialect.name == "sqlite"

@@ -48,12 +48,14 @@ def seeds() -> dict[str, int]:
     return dict(_seeds)
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
+def _git(args: list[str], cwd: Path, strip: bool = True) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() if strip else out.stdout
 
 
 def _code_dir() -> Path:
@@ -70,7 +72,7 @@ def git_info(directory: Path, ignore: Path | None = None) -> dict[str, Any] | No
     if root is None:
         return None
     commit = _git(["rev-parse", "HEAD"], directory)
-    status = _git(["status", "--porcelain", "-z"], directory) or ""
+    status = _git(["status", "--porcelain", "-z"], directory, strip=False) or ""
     changed = []
     for entry in status.split("\0"):
         path = entry[3:]

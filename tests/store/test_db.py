@@ -1,0 +1,78 @@
+"""The metadata store: SQLite settings, migrations, schema revision checks, bad URIs."""
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import shipway
+from shipway.core.config import Settings
+from shipway.core.errors import Conflict, InvalidInput, Unavailable
+from shipway.store import Store, current_revision, head_revision, reset_default_store
+from shipway.store.schema import SCHEMA_REVISION
+
+
+def test_code_expects_the_newest_migration() -> None:
+    assert head_revision() == SCHEMA_REVISION
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(shipway_home: Path) -> None:
+    store = Store(Settings.resolve())
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert (shipway_home / "shipway.db").exists()
+    store.close()
+
+
+def test_a_fresh_store_is_migrated_to_head(store: Store) -> None:
+    assert current_revision(store.engine) == SCHEMA_REVISION
+    tables = set(sa.inspect(store.engine).get_table_names())
+    assert {"experiments", "runs", "params", "metrics", "latest_metrics", "datasets"} <= tables
+
+
+def test_a_store_at_another_revision_is_refused_until_upgraded(store: Store) -> None:
+    with store.write() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+    reset_default_store()
+    with pytest.raises(Conflict, match="shipway db upgrade"):
+        Store(Settings.resolve())
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("mysql://host/db", "not supported"),
+        ("sqlite://", "in-memory"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_bad_store_uris_are_refused(monkeypatch: pytest.MonkeyPatch, uri: str, message: str) -> None:
+    monkeypatch.setenv("SHIPWAY_STORE_URI", uri)
+    with pytest.raises(InvalidInput, match=message):
+        shipway.start_run(experiment="x")
+
+
+def test_unreachable_postgres_is_unavailable_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from servers import free_port
+
+    monkeypatch.setenv("SHIPWAY_STORE_URI", f"postgresql://nobody:secret@127.0.0.1:{free_port()}/x")
+    with pytest.raises(Unavailable) as info:
+        shipway.start_run(experiment="x")
+    assert "SHIPWAY_STORE_URI" in info.value.message
+    assert "secret" not in info.value.message
+
+
+def test_shipway_toml_configures_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHIPWAY_HOME")
+    (tmp_path / "shipway.toml").write_text('[shipway]\nhome = "state"\n')
+    settings = Settings.resolve()
+    assert settings.home == tmp_path / "state"
+    assert settings.store_uri == f"sqlite:///{tmp_path / 'state' / 'shipway.db'}"
+    (tmp_path / "shipway.toml").write_text('[shipway]\nhomee = "x"\n')
+    with pytest.raises(InvalidInput, match="unknown setting"):
+        Settings.resolve()
+    (tmp_path / "shipway.toml").write_text("[shipway\n")
+    with pytest.raises(InvalidInput, match="not valid TOML"):
+        Settings.resolve()
