@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from servers import PostgresServer, S3Server, find_pg_bin
+
 from shipway.core.config import Settings
 from shipway.store import Store, reset_default_store
 
@@ -19,8 +19,13 @@ IN_CI = bool(os.environ.get("CI"))
 @pytest.fixture(autouse=True)
 def shipway_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh embedded store per test, and no settings leaking in from the caller's shell."""
-    for var in ("SHIPWAY_STORE_URI", "SHIPWAY_ARTIFACT_URI", "SHIPWAY_S3_ENDPOINT_URL",
-                "SHIPWAY_EXPERIMENT", "AWS_ENDPOINT_URL"):
+    for var in (
+        "SHIPWAY_STORE_URI",
+        "SHIPWAY_ARTIFACT_URI",
+        "SHIPWAY_S3_ENDPOINT_URL",
+        "SHIPWAY_EXPERIMENT",
+        "AWS_ENDPOINT_URL",
+    ):
         monkeypatch.delenv(var, raising=False)
     home = tmp_path / "home"
     monkeypatch.setenv("SHIPWAY_HOME", str(home))

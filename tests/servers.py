@@ -55,16 +55,41 @@ class PostgresServer:
 
     def start(self) -> None:
         subprocess.run(
-            [*self._as, str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
-             "-U", "postgres", "--no-sync", "-E", "UTF8"],
-            check=True, capture_output=True,
+            [
+                *self._as,
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
         )
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
         subprocess.run(
-            [*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
-             "-l", str(self.dir / "log"), "-w", "start"],
-            check=True, capture_output=True,
+            [
+                *self._as,
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
         )
 
     def uri(self, database: str = "postgres") -> str:

@@ -14,15 +14,19 @@ from shipway.store import Store
 def frame() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     n = 500
-    return pd.DataFrame({
-        "tenure": rng.integers(0, 72, n),
-        "charges": np.where(rng.random(n) < 0.1, np.nan, rng.normal(70, 20, n)),
-        "plan": rng.choice(["basic", "plus", "pro"], n),
-        "churned": rng.integers(0, 2, n),
-    })
+    return pd.DataFrame(
+        {
+            "tenure": rng.integers(0, 72, n),
+            "charges": np.where(rng.random(n) < 0.1, np.nan, rng.normal(70, 20, n)),
+            "plan": rng.choice(["basic", "plus", "pro"], n),
+            "churned": rng.integers(0, 2, n),
+        }
+    )
 
 
-def test_same_content_from_every_source_is_one_version(store: Store, frame: pd.DataFrame, tmp_path: Path) -> None:
+def test_same_content_from_every_source_is_one_version(
+    store: Store, frame: pd.DataFrame, tmp_path: Path
+) -> None:
     frame.to_parquet(tmp_path / "d.parquet", index=False)
     frame.to_csv(tmp_path / "d.csv", index=False)
     v1 = shipway.log_dataset(frame, name="churn-train", target="churned")
@@ -53,7 +57,13 @@ def test_schema_profile_and_stored_data(store: Store, frame: pd.DataFrame) -> No
     pd.testing.assert_frame_equal(version.load(store), frame, check_dtype=False)
 
     [use] = shipway.get_run(run.id).datasets
-    assert (use.name, use.version, use.role, use.target, use.num_rows) == ("churn-train", 1, "train", "churned", 500)
+    assert (use.name, use.version, use.role, use.target, use.num_rows) == (
+        "churn-train",
+        1,
+        "train",
+        "churned",
+        500,
+    )
     assert use.content_hash == version.content_hash
     assert get_dataset("churn-train").id == version.id
 

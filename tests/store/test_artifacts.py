@@ -4,8 +4,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from servers import S3Server
+
 from shipway.core.errors import IntegrityError, InvalidInput, NotFound
 from shipway.store import BlobStore, open_blob_store
 from shipway.store.artifacts import LocalBackend

@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from servers import S3Server
 
 import shipway
-from servers import S3Server
 from shipway.store import reset_default_store
 
 
-def test_runs_store_artifacts_and_datasets_in_s3(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_store_artifacts_and_datasets_in_s3(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket = f"b-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(bucket)
     monkeypatch.setenv("SHIPWAY_ARTIFACT_URI", f"s3://{bucket}/shipway")

@@ -32,12 +32,16 @@ def test_eight_processes_lose_no_points_and_never_see_a_locked_database(store: S
     script.write_text(WORKER)
     steps = 5000
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(w), str(steps)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(w), str(steps)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for w in range(8)
     ]
     outputs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outputs, strict=True):
+    for p, (_out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
         assert "locked" not in err.lower()
     run_ids = [out.strip() for out, _ in outputs]

@@ -35,10 +35,14 @@ def test_lineage_names_commit_branch_dirtiness_remote_and_seeds(store: Store, tm
     (repo / "train.py").write_text(SCRIPT)
     _git(repo, "add", "train.py")
     _git(repo, "commit", "-q", "-m", "train")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
 
     def run_script() -> dict:
-        out = subprocess.run([sys.executable, "train.py"], cwd=repo, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "train.py"], cwd=repo, capture_output=True, text=True, check=True
+        )
         return shipway.get_run(out.stdout.strip()).lineage
 
     clean = run_script()

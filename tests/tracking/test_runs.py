@@ -43,7 +43,7 @@ def test_params_cannot_change_but_may_be_repeated(store: Store) -> None:
     with shipway.start_run(experiment="e") as run:
         run.log_param("lr", 0.1)
         run.log_param("lr", 0.1)
-        with pytest.raises(shipway.Conflict, match="'lr' .* already '0.1'"):
+        with pytest.raises(shipway.Conflict, match=r"'lr' .* already '0.1'"):
             run.log_param("lr", 0.2)
     assert shipway.get_run(run.id).params == {"lr": "0.1"}
 
@@ -61,9 +61,8 @@ def test_params_cannot_change_but_may_be_repeated(store: Store) -> None:
     ],
 )
 def test_bad_input_is_refused_with_a_message_naming_it(store: Store, call, message: str) -> None:
-    with shipway.start_run(experiment="e") as run:
-        with pytest.raises(shipway.InvalidInput, match=message):
-            call(run)
+    with shipway.start_run(experiment="e") as run, pytest.raises(shipway.InvalidInput, match=message):
+        call(run)
 
 
 def test_nan_and_infinity_are_kept(store: Store) -> None:
@@ -100,7 +99,7 @@ def test_unknown_run_and_metric_are_not_found_with_hints(store: Store) -> None:
         shipway.get_run("0" * 32)
     with shipway.start_run(experiment="e") as run:
         run.log_metric("loss", 1.0)
-    with pytest.raises(shipway.NotFound, match="no metric 'acc'. It has: loss"):
+    with pytest.raises(shipway.NotFound, match=r"no metric 'acc'\. It has: loss"):
         shipway.metric_history(run.id, "acc")
 
 

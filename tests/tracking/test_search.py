@@ -67,7 +67,10 @@ def test_order_by_puts_missing_values_last_both_ways(runs: dict[str, str]) -> No
     assert names(shipway.search_runs("churn", order_by="metrics.auc desc")) == ["a", "c", "b", "d"]
     assert names(shipway.search_runs("churn", order_by="metrics.auc")) == ["b", "c", "a", "d"]
     assert names(shipway.search_runs("churn", order_by=["params.depth asc", "name desc"])) == [
-        "c", "d", "b", "a"
+        "c",
+        "d",
+        "b",
+        "a",
     ]
 
 
@@ -117,7 +120,7 @@ def test_bad_filters_point_at_the_offending_token(
 
 def test_values_are_bound_parameters_not_sql(runs: dict[str, str]) -> None:
     assert shipway.search_runs("churn", filter="name = 'a\\' or 1=1 --'") == []
-    assert names(shipway.search_runs("churn", filter="tags.team = \"risk\"", order_by="name")) == ["a", "d"]
+    assert names(shipway.search_runs("churn", filter='tags.team = "risk"', order_by="name")) == ["a", "d"]
 
 
 def test_bad_limit_order_and_token_are_refused(store: Store) -> None:

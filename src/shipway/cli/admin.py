@@ -58,15 +58,26 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             elif revision is None:
                 checks.append(("schema", True, "empty: tables are created on first use"))
             else:
-                checks.append(("schema", False, f"revision {revision}, this Shipway needs "
-                                                f"{SCHEMA_REVISION}: run `shipway db upgrade`"))
+                checks.append(
+                    (
+                        "schema",
+                        False,
+                        f"revision {revision}, this Shipway needs "
+                        f"{SCHEMA_REVISION}: run `shipway db upgrade`",
+                    )
+                )
         except ShipwayError as exc:
             checks.append(("metadata store", False, exc.message))
     checks.append(_artifact_check(settings))
     healthy = all(ok for _, ok, _ in checks)
     if as_json:
-        print_json({"healthy": healthy, "version": shipway.__version__,
-                    "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in checks]})
+        print_json(
+            {
+                "healthy": healthy,
+                "version": shipway.__version__,
+                "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in checks],
+            }
+        )
     else:
         table = Table("check", "", "detail", title=f"Shipway {shipway.__version__}", title_justify="left")
         for name, ok, detail in checks:
@@ -139,8 +150,10 @@ def _check_loopback(host: str) -> None:
 
 
 def up(
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback only for now).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5050,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback only for now).", envvar="SHIPWAY_HOST")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="SHIPWAY_PORT")] = 5050,
 ) -> None:
     """Run the Shipway server on the configured store (embedded SQLite + local folder by default)."""
     import uvicorn

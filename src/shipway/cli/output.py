@@ -45,8 +45,9 @@ def number(value: float | None) -> str:
 
 def status_text(status: str) -> str:
     """A run status with colour (STALE stands out)."""
-    style = {"FINISHED": "green", "FAILED": "red", "KILLED": "red", "RUNNING": "cyan",
-             "STALE": "yellow"}.get(status, "")
+    style = {"FINISHED": "green", "FAILED": "red", "KILLED": "red", "RUNNING": "cyan", "STALE": "yellow"}.get(
+        status, ""
+    )
     return f"[{style}]{status}[/]" if style else status
 
 

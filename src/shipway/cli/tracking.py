@@ -25,11 +25,12 @@ def experiments_list(as_json: JsonFlag = False) -> None:
     """List experiments with their number of runs."""
     items = list_experiments()
     if as_json:
-        print_json([{"id": e.id, "name": e.name, "runs": e.runs, "created_at": iso(e.created_at)}
-                    for e in items])
+        print_json(
+            [{"id": e.id, "name": e.name, "runs": e.runs, "created_at": iso(e.created_at)} for e in items]
+        )
         return
     if not items:
-        console.print("No experiments yet. Start one with shipway.start_run(experiment=\"name\").")
+        console.print('No experiments yet. Start one with shipway.start_run(experiment="name").')
         return
     table = Table("name", "runs", "created (UTC)", "id")
     for e in items:
@@ -40,8 +41,8 @@ def experiments_list(as_json: JsonFlag = False) -> None:
 @runs_app.command("list")
 def runs_list(
     experiment: Annotated[str, typer.Argument(help="Experiment name.")],
-    filter: Annotated[str | None, typer.Option("--filter", "-f", help="e.g. \"metrics.auc > 0.8\"")] = None,
-    order_by: Annotated[str | None, typer.Option("--order-by", "-o", help="e.g. \"metrics.auc desc\"")] = None,
+    filter: Annotated[str | None, typer.Option("--filter", "-f", help='e.g. "metrics.auc > 0.8"')] = None,
+    order_by: Annotated[str | None, typer.Option("--order-by", "-o", help='e.g. "metrics.auc desc"')] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many runs.")] = 50,
     as_json: JsonFlag = False,
 ) -> None:
@@ -57,7 +58,11 @@ def runs_list(
     table = Table("id", "name", "status", "started (UTC)", "duration", *metric_keys)
     for r in page:
         table.add_row(
-            r.id[:12], r.name, status_text(r.display_status), when(r.start_time), duration(r.duration_ms),
+            r.id[:12],
+            r.name,
+            status_text(r.display_status),
+            when(r.start_time),
+            duration(r.duration_ms),
             *(number(r.metrics[k]) if k in r.metrics else "" for k in metric_keys),
         )
     console.print(table)
@@ -86,11 +91,21 @@ def runs_show(
         print_json(r.to_dict())
         return
     status = r.display_status + (" (its process is gone)" if r.stale else "")
-    console.print(_kv_table(f"Run {r.id}", {
-        "experiment": r.experiment, "name": r.name, "status": status,
-        "started (UTC)": when(r.start_time), "ended (UTC)": when(r.end_time),
-        "duration": duration(r.duration_ms), "user": r.user, "host": r.host,
-    }))
+    console.print(
+        _kv_table(
+            f"Run {r.id}",
+            {
+                "experiment": r.experiment,
+                "name": r.name,
+                "status": status,
+                "started (UTC)": when(r.start_time),
+                "ended (UTC)": when(r.end_time),
+                "duration": duration(r.duration_ms),
+                "user": r.user,
+                "host": r.host,
+            },
+        )
+    )
     if r.error:
         console.print("[red]error:[/]", r.error, markup=True)
     if r.params:
@@ -101,22 +116,38 @@ def runs_show(
         console.print(_kv_table("tags", dict(sorted(r.tags.items()))))
     lin = r.lineage
     git = lin.get("git") or {}
-    console.print(_kv_table("lineage", {
-        "git commit": git.get("commit") or "not in a git repository",
-        "git branch": git.get("branch"), "worktree": ("dirty" if git.get("dirty") else "clean") if git else None,
-        "git remote": git.get("remote"),
-        "python": (lin.get("python") or {}).get("version"),
-        "environment": f"{(lin.get('environment') or {}).get('hash', '')[:16]}… "
-                       f"({(lin.get('environment') or {}).get('packages')} packages)",
-        "platform": (lin.get("platform") or {}).get("platform"),
-        "command": " ".join(lin.get("command") or []),
-        "seeds": ", ".join(f"{k}={v}" for k, v in (lin.get("seeds") or {}).items()) or None,
-    }))
+    console.print(
+        _kv_table(
+            "lineage",
+            {
+                "git commit": git.get("commit") or "not in a git repository",
+                "git branch": git.get("branch"),
+                "worktree": ("dirty" if git.get("dirty") else "clean") if git else None,
+                "git remote": git.get("remote"),
+                "python": (lin.get("python") or {}).get("version"),
+                "environment": f"{(lin.get('environment') or {}).get('hash', '')[:16]}… "
+                f"({(lin.get('environment') or {}).get('packages')} packages)",
+                "platform": (lin.get("platform") or {}).get("platform"),
+                "command": " ".join(lin.get("command") or []),
+                "seeds": ", ".join(f"{k}={v}" for k, v in (lin.get("seeds") or {}).items()) or None,
+            },
+        )
+    )
     if r.datasets:
-        table = Table("dataset", "version", "role", "target", "rows", "content hash", title="datasets",
-                      title_justify="left")
+        table = Table(
+            "dataset",
+            "version",
+            "role",
+            "target",
+            "rows",
+            "content hash",
+            title="datasets",
+            title_justify="left",
+        )
         for d in r.datasets:
-            table.add_row(d.name, str(d.version), d.role, d.target or "-", str(d.num_rows), d.content_hash[:16] + "…")
+            table.add_row(
+                d.name, str(d.version), d.role, d.target or "-", str(d.num_rows), d.content_hash[:16] + "…"
+            )
         console.print(table)
     if r.artifacts:
         table = Table("path", "size", "sha256", title="artifacts", title_justify="left")
@@ -158,9 +189,19 @@ def runs_compare(
             values = [getter(r).get(key) for r in records]
             rows.append((f"{section}.{key}", values, not _same(values)))
     if as_json:
-        print_json({"runs": [r.id for r in records],
-                    "rows": [{"field": f, "values": [None if isinstance(v, float) and math.isnan(v) else v
-                                                      for v in vals], "differs": d} for f, vals, d in rows]})
+        print_json(
+            {
+                "runs": [r.id for r in records],
+                "rows": [
+                    {
+                        "field": f,
+                        "values": [None if isinstance(v, float) and math.isnan(v) else v for v in vals],
+                        "differs": d,
+                    }
+                    for f, vals, d in rows
+                ],
+            }
+        )
         return
     table = Table("", "field", *(f"{r.name}\n{r.id[:12]}…" for r in records))
     for field, values, differs in rows:

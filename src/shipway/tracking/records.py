@@ -224,7 +224,5 @@ def resolve_run_id(store: Store, ref: str) -> str:
     if not ids:
         raise NotFound(f"No run id starts with {ref!r}.")
     if len(ids) > 1:
-        raise InvalidInput(
-            f"Run id prefix {ref!r} is ambiguous: {', '.join(ids[:5])}… Type more of the id."
-        )
+        raise InvalidInput(f"Run id prefix {ref!r} is ambiguous: {', '.join(ids[:5])}… Type more of the id.")
     return ids[0]
