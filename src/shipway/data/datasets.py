@@ -22,6 +22,7 @@ from shipway.core.ids import new_id
 from shipway.core.names import check_name
 from shipway.data.profile import kind_of, profile_frame
 from shipway.store import Store, get_store, schema
+from shipway.store.db import insert_for
 
 
 @dataclass(frozen=True)
@@ -202,10 +203,7 @@ def link_dataset(store: Store, run_id: str, version: DatasetVersion, role: str, 
     if not isinstance(role, str) or not role or len(role) > 64:
         raise InvalidInput(f"Dataset role {role!r} must be a short non-empty string such as 'train'.")
     t = schema.run_datasets
-    if store.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = insert_for(store.dialect)
     stmt = insert(t).values(
         run_id=run_id, dataset_id=version.id, role=role, target=target, logged_at=now_ms()
     )

@@ -112,3 +112,12 @@ def translate_errors(uri: str) -> Iterator[None]:
             f"Cannot use the metadata store {redact(uri)}: {text.strip()}. "
             "Check SHIPWAY_STORE_URI and that the database is reachable (`shipway doctor`)."
         ) from exc
+
+
+def insert_for(dialect: str) -> Any:
+    """The INSERT construct with ``on_conflict_do_*`` for a dialect (SQLite and PostgreSQL share it)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert

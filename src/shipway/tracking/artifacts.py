@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from shipway.core.clock import now_ms
 from shipway.core.errors import InvalidInput, NotFound
 from shipway.store import Store, schema
+from shipway.store.db import insert_for
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,7 @@ def log_artifact(
         blob = store.blobs.put_file(path)
         entries.append(ArtifactEntry(name, blob.digest, blob.size))
     t = schema.run_artifacts
-    if store.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = insert_for(store.dialect)
     stmt = insert(t)
     stmt = stmt.on_conflict_do_update(
         index_elements=[t.c.run_id, t.c.path],

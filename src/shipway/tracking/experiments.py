@@ -11,6 +11,7 @@ from shipway.core.errors import NotFound
 from shipway.core.ids import new_id
 from shipway.core.names import check_name
 from shipway.store import Store, schema
+from shipway.store.db import insert_for
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,7 @@ def ensure_experiment(store: Store, name: str) -> str:
         found = conn.execute(sa.select(t.c.id).where(t.c.name == name)).scalar()
     if found is not None:
         return found
-    if store.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = insert_for(store.dialect)
     with store.write() as conn:
         conn.execute(
             insert(t)

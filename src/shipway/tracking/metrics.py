@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from shipway.core.clock import now_ms
 from shipway.store import schema
+from shipway.store.db import insert_for
 
 if TYPE_CHECKING:
     from shipway.store import Store
@@ -57,10 +58,7 @@ def upsert_latest(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = schema.latest_metrics
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = insert_for(conn.dialect.name)
     stmt = insert(table)
     newer = sa.or_(
         stmt.excluded.step > table.c.step,

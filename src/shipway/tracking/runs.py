@@ -20,6 +20,7 @@ from shipway.core.errors import Conflict, InvalidInput
 from shipway.core.ids import new_id
 from shipway.core.names import check_name
 from shipway.store import Store, get_store, schema
+from shipway.store.db import insert_for
 from shipway.tracking import lineage
 from shipway.tracking.experiments import ensure_experiment
 from shipway.tracking.metrics import FLUSH_POINTS, RunBuffer, writer
@@ -246,10 +247,7 @@ def write_tags(store: Store, run_id: str, tags: Mapping[str, Any]) -> None:
     rows = [{"run_id": run_id, "key": check_key(k, "Tag"), "value": str(v)} for k, v in tags.items()]
     if not rows:
         return
-    if store.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = insert_for(store.dialect)
     stmt = insert(schema.tags)
     stmt = stmt.on_conflict_do_update(
         index_elements=[schema.tags.c.run_id, schema.tags.c.key],
@@ -295,10 +293,7 @@ def start_run(
     }
     with store.write() as conn:
         if ("environment", env_hash) not in cache:
-            if store.dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
+            insert = insert_for(store.dialect)
             conn.execute(
                 insert(schema.environments)
                 .values(hash=env_hash, packages=packages, created_at=now_ms())
