@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import math
 import threading
 from collections import deque
@@ -53,27 +54,33 @@ class RunBuffer:
         self.pending: list[Point] = []
 
 
-def upsert_latest(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    """Keep ``latest_metrics`` at the point with the highest (step, timestamp) per run and key."""
-    if not rows:
-        return
+@functools.cache
+def _latest_upsert(dialect: str) -> Any:
+    # Built once per dialect: constructing an ON CONFLICT statement costs more than running it.
     table = schema.latest_metrics
-    insert = insert_for(conn.dialect.name)
-    stmt = insert(table)
+    stmt = insert_for(dialect)(table)
     newer = sa.or_(
         stmt.excluded.step > table.c.step,
         sa.and_(stmt.excluded.step == table.c.step, stmt.excluded.timestamp >= table.c.timestamp),
     )
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[table.c.run_id, table.c.key],
-        set_={
-            "step": stmt.excluded.step,
-            "timestamp": stmt.excluded.timestamp,
-            "value": stmt.excluded.value,
-        },
+        set_={"step": stmt.excluded.step, "timestamp": stmt.excluded.timestamp, "value": stmt.excluded.value},
         where=newer,
     )
-    conn.execute(stmt, rows)
+
+
+_FINISH = (
+    schema.runs.update()
+    .where(schema.runs.c.id == sa.bindparam("run_id"))
+    .values(status=sa.bindparam("status"), end_time=sa.bindparam("end_time"), error=sa.bindparam("error"))
+)
+
+
+def upsert_latest(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Keep ``latest_metrics`` at the point with the highest (step, timestamp) per run and key."""
+    if rows:
+        conn.execute(_latest_upsert(conn.dialect.name), rows)
 
 
 def write_points(conn: sa.Connection, run_id: str, points: list[Point]) -> None:
@@ -176,9 +183,7 @@ class MetricWriter:
                     if points:
                         write_points(conn, buffer.run_id, points)
                     if finish is not None:
-                        conn.execute(
-                            schema.runs.update().where(schema.runs.c.id == buffer.run_id).values(**finish)
-                        )
+                        conn.execute(_FINISH, {"run_id": buffer.run_id, **finish})
             except BaseException:
                 buffer.pending = points
                 raise

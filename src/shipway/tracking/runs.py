@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from shipway.data import DatasetVersion
     from shipway.tracking.artifacts import ArtifactEntry
 
+_INSERT_RUN = schema.runs.insert()
+_INSERT_PARAMS = schema.params.insert()
+
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 STATUSES = (RUNNING, FINISHED, FAILED, KILLED)
 MAX_KEY = 256
@@ -158,7 +161,7 @@ class Run:
             return
         try:
             with self.store.write() as conn:
-                conn.execute(schema.params.insert(), rows)
+                conn.execute(_INSERT_PARAMS, rows)
         except sa.exc.IntegrityError:
             raise Conflict(
                 f"Some of params {', '.join(r['key'] for r in rows)} were already logged to run "
@@ -299,7 +302,7 @@ def start_run(
                 .values(hash=env_hash, packages=packages, created_at=now_ms())
                 .on_conflict_do_nothing(index_elements=[schema.environments.c.hash])
             )
-        conn.execute(schema.runs.insert().values(**row))
+        conn.execute(_INSERT_RUN, row)
     cache[("environment", env_hash)] = True
     run = Run(store, run_id, experiment, name)
     writer.register(run._buffer)
