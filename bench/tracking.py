@@ -544,10 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         table.append({"workload": r.label, "unit": r.unit, **values, "ratio": ratio})
 
     warnings = check_results(results)
-    print(
-        f"\nMLflow {versions.get('mlflow', '-')} vs Shipway {versions['shipway']} "
-        f"({'quick' if args.quick else 'full'}, total {time.perf_counter() - started:.0f} s)\n"
-    )
+    title = " vs ".join(f"{names[t]} {versions[t]}" for t in tools)
+    mode = "quick" if args.quick else "full"
+    print(f"\n{title} ({mode}, total {time.perf_counter() - started:.0f} s)\n")
     print(render_table(header, body))
     for w in warnings:
         print(f"WARNING: {w}")
