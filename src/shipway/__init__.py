@@ -51,12 +51,36 @@ __all__ = [
     "download_artifacts",
     "get_run",
     "list_experiments",
+    "load_model",
     "log_dataset",
     "metric_history",
+    "register_model",
     "search_runs",
     "seed",
+    "set_alias",
     "start_run",
 ]
+
+
+def register_model(model: Any, name: str, **kwargs: Any) -> Any:
+    """Register ``model`` as the next version of ``name`` (see :func:`shipway.registry.register_model`)."""
+    from shipway.registry import register_model as _register_model
+
+    return _register_model(model, name, **kwargs)
+
+
+def load_model(uri: str, *, trust: bool = False, public_key: Any = None) -> Any:
+    """Load ``models:/name@alias`` or ``models:/name/3`` with digests verified and pickles refused."""
+    from shipway.registry import load_model as _load_model
+
+    return _load_model(uri, trust=trust, public_key=public_key)
+
+
+def set_alias(name: str, alias: str, version: int) -> None:
+    """Point an alias (``staging``, ``champion``…) at a version of a model."""
+    from shipway.registry import set_alias as _set_alias
+
+    _set_alias(name, alias, version)
 
 
 def log_dataset(data: Any, name: str, target: str | None = None) -> Any:

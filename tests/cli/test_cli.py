@@ -10,6 +10,7 @@ import pytest
 
 import shipway
 from shipway.store import Store
+from shipway.store.schema import SCHEMA_REVISION
 
 SHIPWAY = [sys.executable, "-m", "shipway"]
 
@@ -110,7 +111,7 @@ def test_doctor_reports_store_schema_and_artifacts(store: Store, store_uri: str)
     report = json.loads(out.stdout)
     assert report["healthy"] is True
     checks = {c["check"]: c["detail"] for c in report["checks"]}
-    assert "revision 0001 (current)" in checks["schema"]
+    assert f"revision {SCHEMA_REVISION} (current)" in checks["schema"]
     assert "artifacts" in checks["artifact store"]
     assert store.describe() in checks["metadata store"]
 
@@ -125,9 +126,9 @@ def test_doctor_fails_on_an_unreachable_store(tmp_path: Path) -> None:
 
 def test_db_upgrade_creates_then_reports_current(shipway_home: Path) -> None:
     out = sh("db", "upgrade")
-    assert out.returncode == 0 and "from empty to 0001" in out.stdout
-    assert "already at revision 0001" in sh("db", "upgrade").stdout
-    assert "store: 0001; needed: 0001" in sh("db", "current").stdout
+    assert out.returncode == 0 and f"from empty to {SCHEMA_REVISION}" in out.stdout
+    assert f"already at revision {SCHEMA_REVISION}" in sh("db", "upgrade").stdout
+    assert f"store: {SCHEMA_REVISION}; needed: {SCHEMA_REVISION}" in sh("db", "current").stdout
 
 
 def test_up_refuses_public_addresses_without_auth() -> None:

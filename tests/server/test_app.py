@@ -11,6 +11,7 @@ from servers import free_port, wait_for_port
 
 import shipway
 from shipway.store import Store
+from shipway.store.schema import SCHEMA_REVISION
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def run_id(store: Store) -> str:
 
 def test_health_and_tracking_data_as_json(server: str, run_id: str) -> None:
     health = httpx.get(f"{server}/health").json()
-    assert health["status"] == "ok" and health["schema_revision"] == "0001"
+    assert health["status"] == "ok" and health["schema_revision"] == SCHEMA_REVISION
     exps = httpx.get(f"{server}/api/v1/experiments").json()["experiments"]
     assert [(e["name"], e["runs"]) for e in exps] == [("churn", 1)]
     runs = httpx.get(

@@ -9,6 +9,7 @@ import typer
 
 from shipway.cli.admin import db_app, doctor, up
 from shipway.cli.output import err_console
+from shipway.cli.registry import models_app
 from shipway.cli.tracking import experiments_app, runs_app
 from shipway.core.errors import ShipwayError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 app.command("doctor")(doctor)
 app.command("up")(up)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 # The revision the code expects; a test pins it to the newest Alembic script.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -137,4 +137,66 @@ run_artifacts = sa.Table(
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("logged_at", sa.BigInteger, nullable=False),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=True),
+)
+
+# Immutable once written: flavor, format, manifest, manifest_digest, schema, lineage, run_id.
+# Editable (every change recorded in model_version_edits): description, tags, card.
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model_id", sa.String(32), sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=True),
+    sa.Column("flavor", sa.String(32), nullable=False),
+    sa.Column("format", sa.String(32), nullable=False),
+    sa.Column("flavor_meta", JSONType, nullable=False),
+    sa.Column("manifest", JSONType, nullable=False),
+    sa.Column("manifest_digest", sa.String(64), nullable=False),
+    sa.Column("schema", JSONType, nullable=True),
+    sa.Column("lineage", JSONType, nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("tags", JSONType, nullable=False),
+    sa.Column("card", JSONType, nullable=False),
+    sa.Column("signature", sa.Text, nullable=True),
+    sa.Column("signing_key", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=True),
+    sa.Column("archived_at", sa.BigInteger, nullable=True),
+    sa.Column("artifacts_deleted_at", sa.BigInteger, nullable=True),
+    sa.UniqueConstraint("model_id", "version"),
+)
+
+model_aliases = sa.Table(
+    "model_aliases",
+    metadata,
+    sa.Column("model_id", sa.String(32), sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_by", sa.String(256), nullable=True),
+)
+
+model_version_edits = sa.Table(
+    "model_version_edits",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version_id", sa.String(32), sa.ForeignKey("model_versions.id"), nullable=False),
+    sa.Column("field", sa.String(64), nullable=False),
+    sa.Column("old", JSONType, nullable=True),
+    sa.Column("new", JSONType, nullable=True),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("by", sa.String(256), nullable=True),
+    sa.Index(None, "version_id", "at"),
 )

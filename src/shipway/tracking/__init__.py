@@ -12,7 +12,8 @@ from shipway.tracking.artifacts import ArtifactEntry, list_artifacts
 from shipway.tracking.artifacts import download_artifacts as _download_artifacts
 from shipway.tracking.experiments import Experiment
 from shipway.tracking.experiments import list_experiments as _list_experiments
-from shipway.tracking.lineage import seed
+from shipway.tracking.lineage import capture as capture_lineage
+from shipway.tracking.lineage import current_user, seed
 from shipway.tracking.metrics import MetricPoint
 from shipway.tracking.records import DatasetUse, RunRecord
 from shipway.tracking.runs import STATUSES, Run, active_run, start_run
@@ -29,6 +30,8 @@ __all__ = [
     "Run",
     "RunRecord",
     "active_run",
+    "capture_lineage",
+    "current_user",
     "download_artifacts",
     "get_run",
     "list_artifacts",

@@ -140,6 +140,11 @@ def _process_facts() -> dict[str, Any]:
     }
 
 
+def current_user() -> str:
+    """The OS user running this process."""
+    return str(_process_facts()["user"])
+
+
 def capture(home: Path | None = None) -> dict[str, Any]:
     """The lineage of a run started now in this process (cached apart from the seeds)."""
     env_hash, packages = environment()

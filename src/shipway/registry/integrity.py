@@ -1,0 +1,267 @@
+"""Trusting a model's bytes: manifest digests, ed25519 signatures, and pickle scanning.
+
+The *manifest* of a version lists every file (path -> SHA-256 and size) plus the flavor,
+format and signature schema. Its canonical JSON is hashed into ``manifest_digest`` and is
+what a key signs, so changing any file, any digest or the schema breaks verification.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import pickletools
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shipway.core.errors import InvalidInput, NotFound, PermissionDenied
+
+
+def canonical_json(data: Any) -> bytes:
+    """Stable bytes for hashing and signing: sorted keys, no spaces, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def signed_payload(
+    name: str, version: int, flavor: str, fmt: str, manifest: dict[str, Any], schema: dict[str, Any] | None
+) -> bytes:
+    """The bytes a version's manifest digest and signature cover."""
+    return canonical_json(
+        {
+            "model": name,
+            "version": version,
+            "flavor": flavor,
+            "format": fmt,
+            "files": manifest,
+            "schema": schema,
+        }
+    )
+
+
+def manifest_digest(payload: bytes) -> str:
+    """SHA-256 of the signed payload."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+# -- keys and signatures ------------------------------------------------------------------
+
+
+def _crypto() -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return serialization, ed25519
+
+
+def key_id(public_pem: bytes) -> str:
+    """A short fingerprint of a public key: SHA-256 of its raw bytes, first 16 hex digits."""
+    serialization, _ = _crypto()
+    key = serialization.load_pem_public_key(public_pem)
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate_keypair(folder: Path, name: str = "shipway") -> tuple[Path, Path]:
+    """Write ``name.key`` (private, mode 0600) and ``name.pub`` into ``folder``."""
+    serialization, ed25519 = _crypto()
+    folder.mkdir(parents=True, exist_ok=True)
+    private, public = folder / f"{name}.key", folder / f"{name}.pub"
+    if private.exists():
+        raise InvalidInput(f"{private} already exists; choose another --name or folder.")
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    private.touch(mode=0o600)
+    private.write_bytes(pem)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def sign(payload: bytes, private_key_path: Path) -> tuple[str, str]:
+    """Sign ``payload``; returns (base64 signature, key id of the matching public key)."""
+    serialization, ed25519 = _crypto()
+    try:
+        key = serialization.load_pem_private_key(Path(private_key_path).read_bytes(), password=None)
+    except FileNotFoundError:
+        raise NotFound(
+            f"No private key at {private_key_path}; create one with `shipway models keygen`."
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{private_key_path} is not an unencrypted PEM private key: {exc}") from exc
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise InvalidInput(
+            f"{private_key_path} is not an ed25519 key; create one with `shipway models keygen`."
+        )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(key.sign(payload)).decode(), key_id(public_pem)
+
+
+def verify_signature(payload: bytes, signature_b64: str, public_key_path: Path) -> bool:
+    """Whether ``signature_b64`` is a valid signature of ``payload`` by the key at ``public_key_path``."""
+    from cryptography.exceptions import InvalidSignature
+
+    serialization, ed25519 = _crypto()
+    try:
+        key = serialization.load_pem_public_key(Path(public_key_path).read_bytes())
+    except FileNotFoundError:
+        raise NotFound(f"No public key at {public_key_path}.") from None
+    except ValueError as exc:
+        raise InvalidInput(f"{public_key_path} is not a PEM public key: {exc}") from exc
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise InvalidInput(f"{public_key_path} is not an ed25519 public key.")
+    try:
+        key.verify(base64.b64decode(signature_b64), payload)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+# -- pickle scanning ------------------------------------------------------------------------
+
+# Globals a pickle inside a model artifact may import: plain containers and NumPy arrays.
+SAFE_GLOBALS = frozenset(
+    {
+        "builtins.dict",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.int",
+        "builtins.float",
+        "builtins.complex",
+        "builtins.bool",
+        "builtins.str",
+        "builtins.bytes",
+        "builtins.bytearray",
+        "builtins.slice",
+        "builtins.range",
+        "collections.OrderedDict",
+        "collections.defaultdict",
+        "numpy.ndarray",
+        "numpy.dtype",
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "_codecs.encode",
+    }
+)
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".dill", ".cloudpickle")
+
+
+@dataclass(frozen=True)
+class PickleFinding:
+    """An import a pickle stream would perform that is not on the allow-list."""
+
+    file: str
+    global_name: str
+
+
+def pickle_globals(data: bytes) -> list[str]:
+    """Every global a pickle stream imports, read without executing it."""
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for opcode, arg, _pos in pickletools.genops(io.BytesIO(data)):
+            name = opcode.name
+            if name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                found.append(f"{module}.{attr}")
+            elif name == "STACK_GLOBAL":
+                attr = strings.pop() if strings else "?"
+                module = strings.pop() if strings else "?"
+                found.append(f"{module}.{attr}")
+            elif name in (
+                "SHORT_BINUNICODE",
+                "BINUNICODE",
+                "UNICODE",
+                "BINUNICODE8",
+                "STRING",
+                "BINSTRING",
+                "SHORT_BINSTRING",
+            ):
+                strings.append(str(arg))
+            elif name == "STOP":
+                break
+    except Exception:  # a malformed stream is reported by the caller as unreadable
+        found.append("<unreadable pickle stream>")
+    return found
+
+
+def _looks_like_pickle(data: bytes) -> bool:
+    return len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5
+
+
+def _npy_pickle(data: bytes) -> bytes | None:
+    # An .npy file of dtype object stores a pickle after its header.
+    if not data.startswith(b"\x93NUMPY") or len(data) < 10:
+        return None
+    major = data[6]
+    if major == 1:
+        (hlen,), start = struct.unpack("<H", data[8:10]), 10
+    else:
+        (hlen,), start = struct.unpack("<I", data[8:12]), 12
+    header = data[start : start + hlen].decode("latin1", "replace")
+    if "'O'" in header or "|O" in header:
+        return data[start + hlen :]
+    return None
+
+
+def _streams(name: str, data: bytes, depth: int = 0) -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    if depth < 3 and data[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                for member in zf.namelist():
+                    out += _streams(f"{name}!{member}", zf.read(member), depth + 1)
+        except zipfile.BadZipFile:
+            pass
+        return out
+    npy = _npy_pickle(data)
+    if npy is not None:
+        return [(name, npy)]
+    if (
+        _looks_like_pickle(data)
+        or (name.lower().endswith(PICKLE_SUFFIXES)
+        and data[:1] in (b"\x80", b"(", b"]", b"}"))
+    ):
+        out.append((name, data))
+    return out
+
+
+def scan_pickles(folder: Path, allowed: frozenset[str] = SAFE_GLOBALS) -> list[PickleFinding]:
+    """Imports outside ``allowed`` that any pickle stream under ``folder`` would perform."""
+    findings = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        for stream_name, stream in _streams(rel, path.read_bytes()):
+            for global_name in pickle_globals(stream):
+                if global_name not in allowed:
+                    findings.append(PickleFinding(stream_name, global_name))
+    return findings
+
+
+def refuse_unsafe_pickles(folder: Path, what: str) -> None:
+    """Raise PermissionDenied naming the first disallowed import found in a pickle under ``folder``."""
+    findings = scan_pickles(folder)
+    if findings:
+        listed = ", ".join(f"{f.global_name} (in {f.file})" for f in findings[:5])
+        raise PermissionDenied(
+            f"Refusing to load {what}: its artifacts contain pickle data that imports {listed}, "
+            "which could run arbitrary code. Re-register the model in a safe format, or load it "
+            "with trust=True only if you trust whoever registered it.",
+            details=[{"file": f.file, "global": f.global_name} for f in findings],
+        )

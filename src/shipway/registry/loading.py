@@ -1,0 +1,127 @@
+"""Loading a registered version: verify every digest, scan for pickles, then hand to its flavor."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shipway.core.errors import InvalidInput
+from shipway.registry import integrity
+from shipway.registry.flavors import get_flavor
+from shipway.registry.signature import validate
+from shipway.registry.versions import ModelVersion, get_version, materialize
+from shipway.store import Store, get_store
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[a-z][a-z0-9_-]*)|/latest)?$")
+
+
+def parse_model_uri(uri: str) -> tuple[str, int | None, str | None]:
+    """(name, version, alias) from ``models:/name/3``, ``models:/name@alias`` or ``models:/name``."""
+    m = _URI.match(uri.strip()) if isinstance(uri, str) else None
+    if m is None:
+        raise InvalidInput(
+            f"{uri!r} is not a model URI; use models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME."
+        )
+    version = int(m["version"]) if m["version"] else None
+    return m["name"], version, m["alias"]
+
+
+def resolve(uri: str, *, store: Store | None = None) -> ModelVersion:
+    """The version a model URI names."""
+    name, version, alias = parse_model_uri(uri)
+    return get_version(name, version, alias=alias, store=store)
+
+
+@dataclass
+class LoadedModel:
+    """A loaded version: ``predict`` validates input against the signature first."""
+
+    version: ModelVersion
+    model: Any = field(repr=False)
+
+    def predict(self, data: Any) -> Any:
+        """Predictions for a DataFrame (or records / dict of columns), checked against the signature."""
+        signature = self.version.model_signature
+        frame = validate(data, signature) if signature is not None else data
+        return self.model.predict(frame)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `verify` found for one version."""
+
+    uri: str
+    files: dict[str, str]  # path -> "ok" | "mismatch" | "missing"
+    manifest_ok: bool
+    signed: bool
+    signature_ok: bool | None
+    signing_key: str | None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.manifest_ok
+            and all(v == "ok" for v in self.files.values())
+            and self.signature_ok is not False
+        )
+
+
+def verify_version(
+    version: ModelVersion, public_key: str | Path | None = None, *, store: Store | None = None
+) -> VerifyReport:
+    """Recompute every file digest and the manifest digest, and check the signature when a key is given."""
+    from shipway.core.errors import IntegrityError, NotFound
+
+    store = store or get_store()
+    files: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rel, entry in sorted(version.manifest.items()):
+            try:
+                store.blobs.get_file(entry["digest"], Path(tmp) / "f")
+                files[rel] = "ok"
+            except IntegrityError:
+                files[rel] = "mismatch"
+            except NotFound:
+                files[rel] = "missing"
+    payload = version.payload()
+    manifest_ok = integrity.manifest_digest(payload) == version.manifest_digest
+    signature_ok = None
+    if version.signature is not None and public_key is not None:
+        signature_ok = integrity.verify_signature(payload, version.signature, Path(public_key))
+    elif version.signature is None and public_key is not None:
+        signature_ok = False
+    return VerifyReport(version.uri, files, manifest_ok, version.signed, signature_ok, version.signing_key)
+
+
+def load_model(
+    uri: str, *, trust: bool = False, public_key: str | Path | None = None, store: Store | None = None
+) -> LoadedModel:
+    """Load ``models:/name@alias`` or ``models:/name/3`` with digests verified and pickles scanned."""
+    from shipway.core.errors import IntegrityError
+
+    store = store or get_store()
+    version = resolve(uri, store=store)
+    payload = version.payload()
+    if integrity.manifest_digest(payload) != version.manifest_digest:
+        raise IntegrityError(
+            f"The manifest of {version.uri} was altered in the metadata store: it no longer matches its "
+            "recorded digest. Do not use this version."
+        )
+    if public_key is not None:
+        if version.signature is None:
+            raise IntegrityError(f"{version.uri} is not signed, and a public key was given to check it.")
+        if not integrity.verify_signature(payload, version.signature, Path(public_key)):
+            raise IntegrityError(f"The signature of {version.uri} does not verify with {public_key}.")
+    flavor = get_flavor(version.flavor)
+    tmp = tempfile.TemporaryDirectory(prefix="shipway-load-")
+    try:
+        folder = materialize(version, Path(tmp.name) / "model", store=store)
+        if not trust:
+            integrity.refuse_unsafe_pickles(folder, version.uri)
+        model = flavor.load(folder, version.flavor_meta, trust=trust)
+    finally:
+        tmp.cleanup()
+    return LoadedModel(version, model)

@@ -1,0 +1,161 @@
+import base64
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+import shipway
+from shipway.registry import get_version, parse_model_uri, sign_version, verify_version
+from shipway.registry.integrity import generate_keypair, scan_pickles
+from shipway.store import Store, schema
+
+
+@pytest.fixture
+def registered(store: Store, sk_model, churn_data):  # type: ignore[no-untyped-def]
+    frame, _ = churn_data
+    v = shipway.register_model(sk_model, name="churn", input_example=frame.head(50))
+    shipway.set_alias("churn", "staging", v.version)
+    return v
+
+
+def _blob(home: Path, digest: str) -> Path:
+    return home / "artifacts" / "sha256" / digest[:2] / digest[2:]
+
+
+def test_load_by_alias_and_number_predicts_exactly(registered, sk_model, churn_data) -> None:
+    frame, _ = churn_data
+    for uri in ("models:/churn@staging", "models:/churn/1", "models:/churn", "models:/churn/latest"):
+        predictor = shipway.load_model(uri)
+        np.testing.assert_array_equal(predictor.predict(frame), sk_model.predict(frame))
+    assert predictor.version.version == 1
+
+
+def test_predict_casts_safe_types_and_accepts_records(registered, sk_model, churn_data) -> None:
+    frame, _ = churn_data
+    predictor = shipway.load_model("models:/churn@staging")
+    as_float = frame.astype({"tenure": "float64"})
+    np.testing.assert_array_equal(predictor.predict(as_float), sk_model.predict(frame))
+    records = frame.head(3).to_dict("records")
+    np.testing.assert_array_equal(predictor.predict(records), sk_model.predict(frame.head(3)))
+
+
+def test_predict_lists_every_problem_by_column(registered, churn_data) -> None:
+    frame, _ = churn_data
+    bad = frame.drop(columns=["charges"]).assign(tenure="long", plan="gold", extra=1)
+    predictor = shipway.load_model("models:/churn/1")
+    with pytest.raises(shipway.InvalidInput) as info:
+        predictor.predict(bad)
+    problems = {(p["column"], p["problem"].split(" ")[0]) for p in info.value.details}
+    assert ("charges", "is") in problems
+    assert ("extra", "is") in problems
+    assert any(p["column"] == "tenure" and "non-numeric" in p["problem"] for p in info.value.details)
+    assert any(p["column"] == "plan" and "unknown categories" in p["problem"] for p in info.value.details)
+    for column in ("charges", "extra", "tenure", "plan"):
+        assert f"'{column}'" in info.value.message
+
+
+def test_fractional_values_for_an_integer_column_are_refused(registered, churn_data) -> None:
+    frame, _ = churn_data
+    with pytest.raises(shipway.InvalidInput, match="'tenure' has fractional values"):
+        shipway.load_model("models:/churn/1").predict(frame.assign(tenure=frame["tenure"] + 0.5))
+
+
+def test_a_tampered_artifact_byte_is_refused_naming_the_file(registered, shipway_home: Path) -> None:
+    [(name, entry)] = list(registered.manifest.items())
+    blob = _blob(shipway_home, entry["digest"])
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    with pytest.raises(shipway.IntegrityError, match=name):
+        shipway.load_model("models:/churn@staging")
+    report = verify_version(registered)
+    assert report.files == {name: "mismatch"} and not report.ok
+
+
+def test_a_tampered_manifest_is_refused(registered, store: Store, sk_model) -> None:
+    evil = shipway.register_model(sk_model, name="evil", description="other bytes")
+    m = schema.model_versions
+    forged = {k: dict(v, digest="0" * 64) for k, v in registered.manifest.items()}
+    with store.write() as conn:
+        conn.execute(m.update().where(m.c.id == registered.id).values(manifest=forged))
+    with pytest.raises(shipway.IntegrityError, match=r"manifest .* was altered"):
+        shipway.load_model("models:/churn/1")
+    assert not verify_version(get_version("churn", 1)).manifest_ok
+    assert evil.version == 1
+
+
+def test_signing_and_verifying_detects_any_change(registered, store: Store, tmp_path: Path) -> None:
+    private, public = generate_keypair(tmp_path / "keys")
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+    signed = sign_version("churn", 1, private)
+    assert signed.signed and len(signed.signing_key or "") == 16
+    assert verify_version(signed, public).signature_ok is True
+    shipway.load_model("models:/churn/1", public_key=public)
+
+    _other_private, other_public = generate_keypair(tmp_path / "other")
+    assert verify_version(signed, other_public).signature_ok is False
+    # Rewrite the manifest digest and the schema together: the stored digest can be forged,
+    # the signature cannot.
+    m = schema.model_versions
+    schema_forged = dict(signed.schema or {}, inputs=[])
+    forged = get_version("churn", 1)
+    from shipway.registry import integrity
+
+    payload = integrity.signed_payload(
+        "churn", 1, forged.flavor, forged.format, forged.manifest, schema_forged
+    )
+    with store.write() as conn:
+        conn.execute(
+            m.update()
+            .where(m.c.id == signed.id)
+            .values(schema=schema_forged, manifest_digest=integrity.manifest_digest(payload))
+        )
+    assert verify_version(get_version("churn", 1), public).signature_ok is False
+    with pytest.raises(shipway.IntegrityError, match="signature"):
+        shipway.load_model("models:/churn/1", public_key=public)
+    assert base64.b64decode(signed.signature or "")
+
+
+class Exploit:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_pickle_scanner_names_the_offending_global(tmp_path: Path) -> None:
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(Exploit()))
+    (tmp_path / "safe.pkl").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    (tmp_path / "arrays.pkl").write_bytes(pickle.dumps(np.arange(3)))
+    findings = scan_pickles(tmp_path)
+    assert [(f.file, f.global_name) for f in findings] == [("model.pkl", "posix.system")]
+
+
+def test_loading_a_version_with_a_malicious_pickle_is_refused(
+    registered, store: Store, shipway_home: Path
+) -> None:
+    # Swap in a pickle payload and forge the manifest so only the scanner stands in the way.
+    payload = pickle.dumps(Exploit())
+    blob = store.blobs.put_bytes(payload)
+    v = registered
+    [(name, _)] = list(v.manifest.items())
+    manifest = {name: {"digest": blob.digest, "size": blob.size}}
+    from shipway.registry import integrity
+
+    digest = integrity.manifest_digest(
+        integrity.signed_payload(v.name, v.version, v.flavor, v.format, manifest, v.schema)
+    )
+    m = schema.model_versions
+    with store.write() as conn:
+        conn.execute(m.update().where(m.c.id == v.id).values(manifest=manifest, manifest_digest=digest))
+    with pytest.raises(shipway.PermissionDenied, match=r"posix\.system"):
+        shipway.load_model("models:/churn/1")
+    assert sa is not None
+
+
+@pytest.mark.parametrize("uri", ["churn", "models:/", "models:/churn@Prod", "models:/churn/x", "s3://x"])
+def test_bad_model_uris_are_refused(uri: str) -> None:
+    with pytest.raises(shipway.InvalidInput, match="not a model URI"):
+        parse_model_uri(uri)
