@@ -159,3 +159,20 @@ def test_loading_a_version_with_a_malicious_pickle_is_refused(
 def test_bad_model_uris_are_refused(uri: str) -> None:
     with pytest.raises(shipway.InvalidInput, match="not a model URI"):
         parse_model_uri(uri)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_loads_without_trust_through_the_scanner(store: Store) -> None:
+    torch = pytest.importorskip("torch")
+    import pandas as pd
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(10, 3)), columns=["a", "b", "c"]).astype(
+        "float32"
+    )
+    shipway.register_model(torch.jit.script(net), name="net")
+    loaded = shipway.load_model("models:/net/1")
+    with torch.no_grad():
+        expected = net(torch.tensor(frame.to_numpy())).numpy()
+    np.testing.assert_array_equal(loaded.predict(frame), expected)

@@ -86,3 +86,19 @@ def test_the_api_is_read_only(server: str, run_id: str) -> None:
     response = httpx.delete(f"{server}/api/v1/runs/{run_id}")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_registry_is_readable_over_http(server: str, store: Store) -> None:
+    pytest.importorskip("sklearn")
+    from sklearn.dummy import DummyClassifier
+
+    model = DummyClassifier().fit([[0], [1]], [0, 1])
+    shipway.register_model(model, name="churn")
+    shipway.set_alias("churn", "staging", 1)
+    models = httpx.get(f"{server}/api/v1/models").json()["models"]
+    assert [(m["name"], m["latest"], m["aliases"]) for m in models] == [("churn", 1, {"staging": 1})]
+    version = httpx.get(f"{server}/api/v1/models/churn/aliases/staging").json()
+    assert version["uri"] == "models:/churn/1" and version["flavor"] == "sklearn"
+    assert httpx.get(f"{server}/api/v1/models/churn/versions").json()["versions"][0]["version"] == 1
+    missing = httpx.get(f"{server}/api/v1/models/churn/versions/7")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -76,3 +76,24 @@ def test_shipway_toml_configures_the_store(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "shipway.toml").write_text("[shipway\n")
     with pytest.raises(InvalidInput, match="not valid TOML"):
         Settings.resolve()
+
+
+def test_upgrading_an_older_store_keeps_its_runs(store_uri: str) -> None:
+    from shipway.store import upgrade
+    from shipway.store.db import create_engine
+
+    engine = create_engine(store_uri)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO experiments (id, name, created_at) VALUES ('e1', 'old', 1)"))
+        conn.execute(sa.text(
+            "INSERT INTO runs (id, experiment_id, name, status, start_time, lineage) "
+            "VALUES ('r1', 'e1', 'before-upgrade', 'FINISHED', 1, '{}')"
+        ))
+    reset_default_store()
+    with pytest.raises(Conflict, match="needs 0002"):
+        Store(Settings.resolve())
+    assert upgrade(engine) == SCHEMA_REVISION
+    engine.dispose()
+    assert shipway.get_run("r1").name == "before-upgrade"
+    assert shipway.search_runs("old")[0].id == "r1"

@@ -168,32 +168,50 @@ class PickleFinding:
     global_name: str
 
 
+_STRING_OPS = frozenset(
+    {
+        "SHORT_BINUNICODE",
+        "BINUNICODE",
+        "UNICODE",
+        "BINUNICODE8",
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+    }
+)
+
+
 def pickle_globals(data: bytes) -> list[str]:
     """Every global a pickle stream imports, read without executing it."""
     found: list[str] = []
-    strings: list[str] = []
+    # Strings pushed so far (None for anything else), and the memo, to resolve the module and
+    # attribute names STACK_GLOBAL takes from the stack (often fetched back from the memo).
+    stack: list[str | None] = []
+    memo: dict[int, str | None] = {}
     try:
         for opcode, arg, _pos in pickletools.genops(io.BytesIO(data)):
             name = opcode.name
             if name in ("GLOBAL", "INST"):
                 module, _, attr = str(arg).partition(" ")
                 found.append(f"{module}.{attr}")
+                stack.append(None)
             elif name == "STACK_GLOBAL":
-                attr = strings.pop() if strings else "?"
-                module = strings.pop() if strings else "?"
-                found.append(f"{module}.{attr}")
-            elif name in (
-                "SHORT_BINUNICODE",
-                "BINUNICODE",
-                "UNICODE",
-                "BINUNICODE8",
-                "STRING",
-                "BINSTRING",
-                "SHORT_BINSTRING",
-            ):
-                strings.append(str(arg))
+                attr = stack.pop() if stack else None
+                module = stack.pop() if stack else None
+                found.append(f"{module or '?'}.{attr or '?'}")
+                stack.append(None)
+            elif name in _STRING_OPS:
+                stack.append(str(arg))
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1] if stack else None
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = stack[-1] if stack else None
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo.get(int(arg)))
             elif name == "STOP":
                 break
+            else:
+                stack.append(None)
     except Exception:  # a malformed stream is reported by the caller as unreadable
         found.append("<unreadable pickle stream>")
     return found
@@ -231,16 +249,43 @@ def _streams(name: str, data: bytes, depth: int = 0) -> list[tuple[str, bytes]]:
     npy = _npy_pickle(data)
     if npy is not None:
         return [(name, npy)]
-    if (
-        _looks_like_pickle(data)
-        or (name.lower().endswith(PICKLE_SUFFIXES)
-        and data[:1] in (b"\x80", b"(", b"]", b"}"))
+    if _looks_like_pickle(data) or (
+        name.lower().endswith(PICKLE_SUFFIXES) and data[:1] in (b"\x80", b"(", b"]", b"}")
     ):
         out.append((name, data))
     return out
 
 
-def scan_pickles(folder: Path, allowed: frozenset[str] = SAFE_GLOBALS) -> list[PickleFinding]:
+# TorchScript archives hold pickles that torch's own C++ unpickler reads; it resolves only
+# tensors, storages and compiled TorchScript classes, never arbitrary Python globals.
+FORMAT_SAFE_PREFIXES: dict[str, tuple[str, ...]] = {
+    "torchscript": (
+        "torch._utils._rebuild_",
+        "torch.jit._pickle.",
+        "__torch__.",
+        "collections.OrderedDict",
+        *(
+            f"torch.{kind}Storage"
+            for kind in (
+                "Float",
+                "Double",
+                "Half",
+                "BFloat16",
+                "Long",
+                "Int",
+                "Short",
+                "Char",
+                "Byte",
+                "Bool",
+            )
+        ),
+    ),
+}
+
+
+def scan_pickles(
+    folder: Path, allowed: frozenset[str] = SAFE_GLOBALS, allowed_prefixes: tuple[str, ...] = ()
+) -> list[PickleFinding]:
     """Imports outside ``allowed`` that any pickle stream under ``folder`` would perform."""
     findings = []
     for path in sorted(folder.rglob("*")):
@@ -249,14 +294,14 @@ def scan_pickles(folder: Path, allowed: frozenset[str] = SAFE_GLOBALS) -> list[P
         rel = path.relative_to(folder).as_posix()
         for stream_name, stream in _streams(rel, path.read_bytes()):
             for global_name in pickle_globals(stream):
-                if global_name not in allowed:
+                if global_name not in allowed and not global_name.startswith(allowed_prefixes or ("\0",)):
                     findings.append(PickleFinding(stream_name, global_name))
     return findings
 
 
-def refuse_unsafe_pickles(folder: Path, what: str) -> None:
-    """Raise PermissionDenied naming the first disallowed import found in a pickle under ``folder``."""
-    findings = scan_pickles(folder)
+def refuse_unsafe_pickles(folder: Path, what: str, fmt: str = "") -> None:
+    """Raise PermissionDenied naming the disallowed imports found in pickles under ``folder``."""
+    findings = scan_pickles(folder, allowed_prefixes=FORMAT_SAFE_PREFIXES.get(fmt, ()))
     if findings:
         listed = ", ".join(f"{f.global_name} (in {f.file})" for f in findings[:5])
         raise PermissionDenied(

@@ -120,7 +120,7 @@ def load_model(
     try:
         folder = materialize(version, Path(tmp.name) / "model", store=store)
         if not trust:
-            integrity.refuse_unsafe_pickles(folder, version.uri)
+            integrity.refuse_unsafe_pickles(folder, version.uri, version.format)
         model = flavor.load(folder, version.flavor_meta, trust=trust)
     finally:
         tmp.cleanup()

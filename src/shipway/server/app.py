@@ -104,4 +104,42 @@ def create_app(store: Store) -> FastAPI:
             ],
         }
 
+    @app.get("/api/v1/models", tags=["registry"], summary="List registered models")
+    def models() -> dict[str, Any]:
+        from shipway.registry import list_models
+
+        return {
+            "models": [
+                {"name": m.name, "versions": m.versions, "latest": m.latest, "aliases": m.aliases,
+                 "created_at": iso(m.created_at)}
+                for m in list_models(store=store)
+            ]
+        }
+
+    @app.get("/api/v1/models/{name}/versions", tags=["registry"], summary="Versions of a model")
+    def model_versions(name: str) -> dict[str, Any]:
+        from shipway.registry import list_versions
+
+        return {"versions": [_version_json(v) for v in list_versions(name, store=store)]}
+
+    @app.get("/api/v1/models/{name}/versions/{version}", tags=["registry"], summary="One version")
+    def model_version(name: str, version: int) -> dict[str, Any]:
+        from shipway.registry import get_version
+
+        return _version_json(get_version(name, version, store=store))
+
+    @app.get("/api/v1/models/{name}/aliases/{alias}", tags=["registry"], summary="The version an alias names")
+    def model_alias(name: str, alias: str) -> dict[str, Any]:
+        from shipway.registry import get_version
+
+        return _version_json(get_version(name, alias=alias, store=store))
+
     return app
+
+
+def _version_json(v: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    data = asdict(v)
+    data.update(uri=v.uri, created_at=iso(v.created_at), archived_at=iso(v.archived_at), signed=v.signed)
+    return data
