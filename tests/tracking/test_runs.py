@@ -125,3 +125,12 @@ def test_active_run_follows_start_and_end(store: Store) -> None:
     with shipway.start_run(experiment="e") as run:
         assert shipway.active_run() is run
     assert shipway.active_run() is None
+
+
+def test_log_metrics_is_all_or_nothing_on_bad_values(store: Store) -> None:
+    with shipway.start_run(experiment="e") as run:
+        with pytest.raises(shipway.InvalidInput, match="'b' got 'x'"):
+            run.log_metrics({"a": 1.0, "b": "x"})
+        run.log_metrics({"a": 2.0, "b": 3.0}, step=5)
+        run.log_metrics({"a": 4.0})
+    assert [(p.step, p.value) for p in shipway.metric_history(run.id, "a")] == [(5, 2.0), (6, 4.0)]

@@ -126,9 +126,34 @@ class Run:
             writer.nudge()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Record several metrics at the same step."""
+        """Record several metrics at the same step and time, in one append to the buffer."""
+        if self._ended:
+            raise Conflict(f"Run {self.id} has ended; start a new run to log more metrics.")
+        if not isinstance(metrics, Mapping):
+            raise InvalidInput(f"log_metrics takes a mapping of name to value, not {metrics!r}.")
+        if step is not None and step.__class__ is not int:
+            if isinstance(step, bool) or not hasattr(step, "__index__"):
+                raise InvalidInput(f"step must be an integer, not {step!r}.")
+            step = int(step)
+        timestamp = time.time_ns() // 1_000_000
+        next_step = self._next_step
+        batch = []
         for key, value in metrics.items():
-            self.log_metric(key, value, step=step)
+            if key not in self._checked_keys:
+                check_key(key, "Metric")
+                self._checked_keys.add(key)
+            try:
+                v: float | None = float(value)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"Metric {key!r} got {value!r}, which is not a number.") from None
+            s = next_step.get(key, 0) if step is None else step
+            batch.append((key, None if v != v else v, s, timestamp))
+        for key, _, s, _ in batch:
+            next_step[key] = s + 1
+        points = self._buffer.points
+        points.extend(batch)
+        if len(points) >= FLUSH_POINTS:
+            writer.nudge()
 
     def flush(self) -> int:
         """Write buffered metrics now (normally the background writer and ``end`` do this)."""
