@@ -8,6 +8,7 @@ from the training script, a class from a third-party package) is refused by name
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,21 @@ DENIED_BUILTINS = frozenset(
 
 def _skops_io() -> Any:
     require("sklearn", "sklearn", "Saving or loading a scikit-learn model")
+    if "skops.io" not in sys.modules:
+        # On import, skops pre-trusts every public scikit-learn estimator by walking all of
+        # scikit-learn through all_estimators(), which imports every submodule (and PyTorch,
+        # when installed) and costs one to two seconds of every cold load. Shipway never relies
+        # on that default: load() computes the trusted list itself from the allow-list below.
+        # So skops is imported with an empty estimator list, which only makes its own default
+        # stricter for anyone else in this process.
+        import sklearn.utils
+
+        real = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = lambda *args, **kwargs: []  # type: ignore[assignment]
+        try:
+            require("skops.io", "sklearn", "Saving or loading a scikit-learn model")
+        finally:
+            sklearn.utils.all_estimators = real
     return require("skops.io", "sklearn", "Saving or loading a scikit-learn model")
 
 
