@@ -11,7 +11,7 @@ from typing import Any
 from shipway.core.errors import InvalidInput
 from shipway.registry import integrity
 from shipway.registry.flavors import get_flavor
-from shipway.registry.signature import validate
+from shipway.registry.signature import as_frame, validate
 from shipway.registry.versions import ModelVersion, get_version, materialize
 from shipway.store import Store, get_store
 
@@ -45,7 +45,7 @@ class LoadedModel:
     def predict(self, data: Any) -> Any:
         """Predictions for a DataFrame (or records / dict of columns), checked against the signature."""
         signature = self.version.model_signature
-        frame = validate(data, signature) if signature is not None else data
+        frame = validate(data, signature) if signature is not None else as_frame(data)
         return self.model.predict(frame)
 
 

@@ -72,13 +72,13 @@ def as_frame(data: Any) -> Any:
 
     if isinstance(data, pd.DataFrame):
         return data
-    if isinstance(data, list | dict):
+    if isinstance(data, list | dict) or type(data).__module__ == "numpy":
         try:
             return pd.DataFrame(data)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"Cannot read the input as a table: {exc}") from exc
     raise InvalidInput(
-        f"Model input must be a pandas DataFrame, a list of records or a dict of columns, "
+        f"Model input must be a pandas DataFrame, a list of records, a dict of columns or a NumPy array, "
         f"not {type(data).__name__}."
     )
 
