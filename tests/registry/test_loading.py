@@ -104,7 +104,7 @@ def test_signing_and_verifying_detects_any_change(registered, store: Store, tmp_
     from shipway.registry import integrity
 
     payload = integrity.signed_payload(
-        "churn", 1, forged.flavor, forged.format, forged.manifest, schema_forged
+        "churn", 1, forged.flavor, forged.format, forged.manifest, schema_forged, forged.flavor_meta
     )
     with store.write() as conn:
         conn.execute(
@@ -145,7 +145,7 @@ def test_loading_a_version_with_a_malicious_pickle_is_refused(
     from shipway.registry import integrity
 
     digest = integrity.manifest_digest(
-        integrity.signed_payload(v.name, v.version, v.flavor, v.format, manifest, v.schema)
+        integrity.signed_payload(v.name, v.version, v.flavor, v.format, manifest, v.schema, v.flavor_meta)
     )
     m = schema.model_versions
     with store.write() as conn:
@@ -176,3 +176,40 @@ def test_torchscript_loads_without_trust_through_the_scanner(store: Store) -> No
     with torch.no_grad():
         expected = net(torch.tensor(frame.to_numpy())).numpy()
     np.testing.assert_array_equal(loaded.predict(frame), expected)
+
+
+def test_the_signature_covers_the_flavor_meta_loaders_act_on(
+    registered, store: Store, tmp_path: Path
+) -> None:
+    from shipway.registry import integrity
+
+    private, public = generate_keypair(tmp_path / "keys")
+    signed = sign_version("churn", 1, private)
+    meta = dict(signed.flavor_meta, estimator_class="evil.Thing")
+    digest = integrity.manifest_digest(
+        integrity.signed_payload(
+            "churn", 1, signed.flavor, signed.format, signed.manifest, signed.schema, meta
+        )
+    )
+    m = schema.model_versions
+    with store.write() as conn:
+        conn.execute(m.update().where(m.c.id == signed.id).values(flavor_meta=meta, manifest_digest=digest))
+    assert verify_version(get_version("churn", 1), public).signature_ok is False
+
+
+@pytest.mark.parametrize("evil", ["/tmp/shipway-escape.sh", "../../escape.sh", "a/../../../escape.sh"])
+def test_manifest_paths_cannot_escape_the_load_folder(registered, store: Store, evil: str) -> None:
+    from shipway.registry import integrity
+
+    v = registered
+    [(name, entry)] = list(v.manifest.items())
+    manifest = {name: entry, evil: entry}
+    digest = integrity.manifest_digest(
+        integrity.signed_payload(v.name, v.version, v.flavor, v.format, manifest, v.schema, v.flavor_meta)
+    )
+    m = schema.model_versions
+    with store.write() as conn:
+        conn.execute(m.update().where(m.c.id == v.id).values(manifest=manifest, manifest_digest=digest))
+    with pytest.raises(shipway.IntegrityError, match="escapes"):
+        shipway.load_model("models:/churn/1")
+    assert not Path("/tmp/shipway-escape.sh").exists()

@@ -86,10 +86,12 @@ def test_upgrading_an_older_store_keeps_its_runs(store_uri: str) -> None:
     upgrade(engine, "0001")
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO experiments (id, name, created_at) VALUES ('e1', 'old', 1)"))
-        conn.execute(sa.text(
-            "INSERT INTO runs (id, experiment_id, name, status, start_time, lineage) "
-            "VALUES ('r1', 'e1', 'before-upgrade', 'FINISHED', 1, '{}')"
-        ))
+        conn.execute(
+            sa.text(
+                "INSERT INTO runs (id, experiment_id, name, status, start_time, lineage) "
+                "VALUES ('r1', 'e1', 'before-upgrade', 'FINISHED', 1, '{}')"
+            )
+        )
     reset_default_store()
     with pytest.raises(Conflict, match="needs 0002"):
         Store(Settings.resolve())

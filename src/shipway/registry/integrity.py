@@ -27,9 +27,15 @@ def canonical_json(data: Any) -> bytes:
 
 
 def signed_payload(
-    name: str, version: int, flavor: str, fmt: str, manifest: dict[str, Any], schema: dict[str, Any] | None
+    name: str,
+    version: int,
+    flavor: str,
+    fmt: str,
+    manifest: dict[str, Any],
+    schema: dict[str, Any] | None,
+    meta: dict[str, Any] | None = None,
 ) -> bytes:
-    """The bytes a version's manifest digest and signature cover."""
+    """The bytes a version's manifest digest and signature cover: everything a load acts on."""
     return canonical_json(
         {
             "model": name,
@@ -38,6 +44,7 @@ def signed_payload(
             "format": fmt,
             "files": manifest,
             "schema": schema,
+            "meta": meta or {},
         }
     )
 

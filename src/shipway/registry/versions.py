@@ -17,7 +17,7 @@ from shipway.core.names import check_name
 from shipway.registry import integrity
 from shipway.registry.flavors import flavor_for
 from shipway.registry.signature import Signature, as_frame, infer_signature
-from shipway.store import Store, get_store, schema
+from shipway.store import Store, get_store, safe_destination, schema
 from shipway.store.db import insert_for
 
 READY, ARCHIVED = "READY", "ARCHIVED"
@@ -75,7 +75,7 @@ class ModelVersion:
     def payload(self) -> bytes:
         """The bytes the manifest digest and the signature cover."""
         return integrity.signed_payload(
-            self.name, self.version, self.flavor, self.format, self.manifest, self.schema
+            self.name, self.version, self.flavor, self.format, self.manifest, self.schema, self.flavor_meta
         )
 
 
@@ -208,7 +208,7 @@ def register_model(
                 ).scalar()
                 number = (latest or 0) + 1
                 payload = integrity.signed_payload(
-                    name, number, flavor.name, flavor.format, manifest, signature
+                    name, number, flavor.name, flavor.format, manifest, signature, meta
                 )
                 signed = integrity.sign(payload, Path(signing_key)) if signing_key else (None, None)
                 conn.execute(
@@ -547,8 +547,9 @@ def materialize(version: ModelVersion, dest: Path, *, store: Store | None = None
         raise NotFound(f"The artifacts of {version.uri} were deleted after it was archived.")
     dest.mkdir(parents=True, exist_ok=True)
     for rel, entry in sorted(version.manifest.items()):
+        target = safe_destination(dest, rel)
         try:
-            store.blobs.get_file(entry["digest"], dest / rel)
+            store.blobs.get_file(entry["digest"], target)
         except IntegrityError as exc:
             raise IntegrityError(
                 f"File {rel!r} of {version.uri} does not match its recorded digest {entry['digest']}: the "

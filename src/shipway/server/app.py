@@ -110,8 +110,13 @@ def create_app(store: Store) -> FastAPI:
 
         return {
             "models": [
-                {"name": m.name, "versions": m.versions, "latest": m.latest, "aliases": m.aliases,
-                 "created_at": iso(m.created_at)}
+                {
+                    "name": m.name,
+                    "versions": m.versions,
+                    "latest": m.latest,
+                    "aliases": m.aliases,
+                    "created_at": iso(m.created_at),
+                }
                 for m in list_models(store=store)
             ]
         }

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from shipway.core.config import Settings
 from shipway.store import schema
-from shipway.store.artifacts import Blob, BlobStore, open_blob_store, sha256_file
+from shipway.store.artifacts import Blob, BlobStore, open_blob_store, safe_destination, sha256_file
 from shipway.store.db import create_engine, redact, translate_errors
 from shipway.store.migrate import current_revision, ensure_schema, head_revision, upgrade
 
@@ -25,6 +25,7 @@ __all__ = [
     "head_revision",
     "open_blob_store",
     "reset_default_store",
+    "safe_destination",
     "schema",
     "sha256_file",
     "upgrade",

@@ -66,6 +66,19 @@ def blob_key(digest: str) -> str:
     return f"sha256/{digest[:2]}/{digest[2:]}"
 
 
+def safe_destination(dest: Path, rel: str) -> Path:
+    """``dest / rel``, refusing a relative path that is absolute or climbs out of ``dest``."""
+    rel_path = Path(rel)
+    target = (dest / rel_path).resolve()
+    if rel_path.is_absolute() or ".." in rel_path.parts or not target.is_relative_to(dest.resolve()):
+        raise IntegrityError(
+            f"Stored path {rel!r} escapes its folder; the metadata store was tampered with. "
+            "Refusing to write it.",
+            details={"path": rel},
+        )
+    return target
+
+
 class BlobStore:
     """Deduplicated, verified blobs on top of any :class:`Backend`."""
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from shipway.core.clock import now_ms
 from shipway.core.errors import InvalidInput, NotFound
-from shipway.store import Store, schema
+from shipway.store import Store, safe_destination, schema
 from shipway.store.db import insert_for
 
 
@@ -102,4 +102,4 @@ def download_artifacts(store: Store, run_id: str, dest: str | Path, path: str | 
         if not entries:
             raise NotFound(f"Run {run_id} has no artifact at {wanted!r}.")
     dest = Path(dest)
-    return [store.blobs.get_file(e.digest, dest / e.path) for e in entries]
+    return [store.blobs.get_file(e.digest, safe_destination(dest, e.path)) for e in entries]

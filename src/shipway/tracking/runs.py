@@ -42,6 +42,19 @@ _active_lock = threading.Lock()
 _uncaught: list[BaseException] = []
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_int(value: object, what: str, low: int = INT64_MIN) -> int:
+    """An integer that fits the store's 64-bit columns, or InvalidInput naming ``what``."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise InvalidInput(f"{what} must be an integer, not {value!r}.")
+    number = int(value)  # type: ignore[call-overload]
+    if not low <= number <= INT64_MAX:
+        raise InvalidInput(f"{what} must be between {low} and {INT64_MAX}, not {number}.")
+    return number
+
+
 def check_key(key: object, what: str) -> str:
     """Validate a metric, param or tag key."""
     if not isinstance(key, str) or not key or len(key) > MAX_KEY or key != key.strip():
@@ -107,19 +120,19 @@ class Run:
             self._checked_keys.add(key)
         try:
             v: float | None = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidInput(f"Metric {key!r} got {value!r}, which is not a number.") from None
         if v != v:  # NaN is stored as NULL
             v = None
         if step is None:
             step = self._next_step.get(key, 0)
-        elif step.__class__ is not int:
-            if isinstance(step, bool) or not hasattr(step, "__index__"):
-                raise InvalidInput(f"Metric {key!r}: step must be an integer, not {step!r}.")
-            step = int(step)
+        elif step.__class__ is not int or not INT64_MIN <= step <= INT64_MAX:
+            step = check_int(step, f"Metric {key!r}: step")
         self._next_step[key] = step + 1
         if timestamp is None:
             timestamp = time.time_ns() // 1_000_000
+        elif timestamp.__class__ is not int or not 0 <= timestamp <= INT64_MAX:
+            timestamp = check_int(timestamp, f"Metric {key!r}: timestamp (milliseconds since the epoch)", 0)
         points = self._buffer.points
         points.append((key, v, step, timestamp))
         if len(points) >= FLUSH_POINTS:
@@ -131,10 +144,8 @@ class Run:
             raise Conflict(f"Run {self.id} has ended; start a new run to log more metrics.")
         if not isinstance(metrics, Mapping):
             raise InvalidInput(f"log_metrics takes a mapping of name to value, not {metrics!r}.")
-        if step is not None and step.__class__ is not int:
-            if isinstance(step, bool) or not hasattr(step, "__index__"):
-                raise InvalidInput(f"step must be an integer, not {step!r}.")
-            step = int(step)
+        if step is not None and (step.__class__ is not int or not INT64_MIN <= step <= INT64_MAX):
+            step = check_int(step, "step")
         timestamp = time.time_ns() // 1_000_000
         next_step = self._next_step
         batch = []
@@ -144,7 +155,7 @@ class Run:
                 self._checked_keys.add(key)
             try:
                 v: float | None = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise InvalidInput(f"Metric {key!r} got {value!r}, which is not a number.") from None
             s = next_step.get(key, 0) if step is None else step
             batch.append((key, None if v != v else v, s, timestamp))
