@@ -140,3 +140,13 @@ def test_every_command_has_help() -> None:
     for args in (["--help"], ["runs", "--help"], ["runs", "compare", "--help"], ["db", "upgrade", "--help"]):
         out = sh(*args)
         assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_user_data_with_brackets_is_printed_as_is(store: Store) -> None:
+    with shipway.start_run(experiment="churn", tags={"note": "[bold]x[/]"}) as run:
+        run.log_params({"data_dir": "[/mnt/data]", "act": "[relu]"})
+    out = sh("runs", "show", run.id)
+    assert out.returncode == 0, out.stderr
+    assert "[/mnt/data]" in out.stdout and "[relu]" in out.stdout and "[bold]x[/]" in out.stdout
+    out = sh("runs", "show", "[/x]")
+    assert out.returncode == 3 and "'[/x]' is not a run id" in out.stderr and "Traceback" not in out.stderr

@@ -6,6 +6,7 @@ import os
 import sys
 
 import typer
+from rich.text import Text
 
 from shipway.cli.admin import db_app, doctor, up
 from shipway.cli.output import err_console
@@ -34,7 +35,7 @@ def main() -> None:
     try:
         app()
     except ShipwayError as exc:
-        err_console.print(f"[red]Error:[/] {exc.message}", markup=True, highlight=False)
+        err_console.print(Text.assemble(("Error: ", "red"), exc.message))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("Interrupted.")
@@ -43,8 +44,10 @@ def main() -> None:
         if os.environ.get("SHIPWAY_DEBUG"):
             raise
         err_console.print(
-            f"[red]Unexpected error:[/] {type(exc).__name__}: {exc}\n"
-            "This is a bug in Shipway. Rerun with SHIPWAY_DEBUG=1 for the traceback and report it.",
-            markup=True,
+            Text.assemble(
+                ("Unexpected error: ", "red"),
+                f"{type(exc).__name__}: {exc}\n"
+                "This is a bug in Shipway. Rerun with SHIPWAY_DEBUG=1 for the traceback and report it.",
+            )
         )
         sys.exit(1)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 import shipway
 from shipway.cli.output import console, print_json
+from shipway.cli.output import ok as verdict
 from shipway.core.config import Settings
 from shipway.core.errors import InvalidInput, ShipwayError
 from shipway.store import Store, current_revision, head_revision, upgrade
@@ -80,10 +81,10 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         )
     else:
         table = Table("check", "", "detail", title=f"Shipway {shipway.__version__}", title_justify="left")
-        for name, ok, detail in checks:
-            table.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
+        for name, passed, detail in checks:
+            table.add_row(name, verdict(passed), detail)
         console.print(table)
-        console.print("[green]healthy[/]" if healthy else "[red]unhealthy: fix the failing checks above[/]")
+        console.print(verdict(healthy, "healthy", "unhealthy: fix the failing checks above"))
     if not healthy:
         raise typer.Exit(1)
 
@@ -164,7 +165,7 @@ def up(
     settings = Settings.resolve()
     store = Store(settings)
     app = create_app(store)
-    console.print(f"Shipway {shipway.__version__} listening on [bold]http://{host}:{port}[/]")
+    console.print(f"Shipway {shipway.__version__} listening on http://{host}:{port}")
     console.print(f"  store:     {store.describe()}")
     console.print(f"  artifacts: {settings.artifact_uri}")
     console.print(f"  health:    http://{host}:{port}/health   API docs: http://{host}:{port}/docs")

@@ -7,11 +7,13 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from shipway.core.clock import to_datetime
 
-console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup is off: run names, params and error messages are user data and may contain brackets.
+console = Console(highlight=False, soft_wrap=False, markup=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def when(ms: int | None) -> str:
@@ -43,14 +45,19 @@ def number(value: float | None) -> str:
     return f"{value:.6g}"
 
 
-def status_text(status: str) -> str:
+def status_text(status: str) -> Text:
     """A run status with colour (STALE stands out)."""
     style = {"FINISHED": "green", "FAILED": "red", "KILLED": "red", "RUNNING": "cyan", "STALE": "yellow"}.get(
         status, ""
     )
-    return f"[{style}]{status}[/]" if style else status
+    return Text(status, style=style)
 
 
 def print_json(data: Any) -> None:
     """Machine-readable output for --json."""
     console.print_json(json.dumps(data, default=str))
+
+
+def ok(passed: bool, good: str = "ok", bad: str = "FAIL") -> Text:
+    """A green or red verdict cell."""
+    return Text(good, style="green") if passed else Text(bad, style="red")

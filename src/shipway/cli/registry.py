@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from shipway.cli.output import console, print_json, when
+from shipway.cli.output import console, ok, print_json, when
 from shipway.core.errors import IntegrityError
 from shipway.registry import (
     archive_version,
@@ -165,12 +165,12 @@ def models_verify(
     report = verify_version(get_version(name, version), public_key)
     table = Table("check", "result", title=f"verify {report.uri}", title_justify="left")
     for rel, state in report.files.items():
-        table.add_row(f"file {rel}", "[green]ok[/]" if state == "ok" else f"[red]{state.upper()}[/]")
-    table.add_row("manifest digest", "[green]ok[/]" if report.manifest_ok else "[red]MISMATCH[/]")
+        table.add_row(f"file {rel}", ok(state == "ok", bad=state.upper()))
+    table.add_row("manifest digest", ok(report.manifest_ok, bad="MISMATCH"))
     if report.signature_ok is None:
         sig = f"signed by {report.signing_key} (pass --public-key to check)" if report.signed else "unsigned"
     else:
-        sig = "[green]valid[/]" if report.signature_ok else "[red]INVALID[/]"
+        sig = ok(report.signature_ok, good="valid", bad="INVALID")
     table.add_row("signature", sig)
     console.print(table)
     if not report.ok:
@@ -182,7 +182,7 @@ def models_verify(
             + ("" if report.signature_ok is not False else "; its signature does not verify")
             + ". Do not deploy it."
         )
-    console.print(f"[green]{report.uri} verified.[/]")
+    console.print(f"{report.uri} verified.", style="green")
 
 
 @models_app.command("keygen")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from shipway.cli.output import console, duration, number, print_json, status_text, when
 from shipway.core.clock import iso
@@ -67,8 +68,8 @@ def runs_list(
         )
     console.print(table)
     if page.next_page_token:
-        console.print(f"[dim]Showing the first {len(page)}; raise --limit to see more.[/]")
-    console.print("[dim]Ids are shortened; `shipway runs show ID` takes any unique prefix.[/]")
+        console.print(f"Showing the first {len(page)}; raise --limit to see more.", style="dim")
+    console.print("Ids are shortened; `shipway runs show ID` takes any unique prefix.", style="dim")
 
 
 def _kv_table(title: str, data: dict[str, object]) -> Table:
@@ -107,7 +108,7 @@ def runs_show(
         )
     )
     if r.error:
-        console.print("[red]error:[/]", r.error, markup=True)
+        console.print(Text.assemble(("error: ", "red"), r.error))
     if r.params:
         console.print(_kv_table("params", dict(sorted(r.params.items()))))
     if r.metrics:
