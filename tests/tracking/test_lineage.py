@@ -82,3 +82,11 @@ def test_environment_is_stored_once_and_cached_per_process(store: Store) -> None
     assert [(r.hash, list(r.packages)) for r in rows] == [(digest, packages)]
     assert any(p.startswith("sqlalchemy==") for p in packages)
     assert lineage.environment.cache_info().misses == 1
+
+
+def test_git_remotes_lose_every_credential() -> None:
+    strip = lineage._strip_credentials
+    assert strip("https://user:p@ss@github.com/team/repo.git") == "https://github.com/team/repo.git"
+    assert strip("https://user:ab/cd@host:8443/x.git") == "https://host:8443/x.git"
+    assert strip("https://gitlab.com/x.git?private_token=abc") == "https://gitlab.com/x.git"
+    assert strip("git@github.com:team/repo.git") == "git@github.com:team/repo.git"

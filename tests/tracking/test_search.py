@@ -44,6 +44,7 @@ def test_issue_example_filter_and_order(runs: dict[str, str]) -> None:
         ("params.lr < 0.08", {"a", "c"}),
         ("params.model like 'gbm%'", {"a", "b", "d"}),
         ("params.model ILIKE 'GBM'", {"a", "b"}),
+        ("params.model like 'GBM'", set()),
         ("tags.team = 'risk'", {"a", "d"}),
         ("tags.team != 'risk'", {"b"}),
         ("metrics.auc is null", {"d"}),
@@ -106,6 +107,8 @@ def test_pagination_walks_every_run_once(runs: dict[str, str]) -> None:
         ("()", 1, "expected a field"),
         ("metrics.auc", 11, "expected an operator"),
         ("params.x in 3", 12, "expected '('"),
+        ("metrics.auc > 99999999999999999999999", 14, "out of range"),
+        ("start_time > 1e400", 13, "out of range"),
     ],
 )
 def test_bad_filters_point_at_the_offending_token(
@@ -130,5 +133,12 @@ def test_bad_limit_order_and_token_are_refused(store: Store) -> None:
         shipway.search_runs(order_by="metrics.auc sideways")
     with pytest.raises(shipway.InvalidInput, match="Page token"):
         shipway.search_runs(page_token="garbage!")
+    import base64
+
+    huge = base64.urlsafe_b64encode(b'{"offset": 1000000000000000000000000}').decode()
+    with pytest.raises(shipway.InvalidInput, match="Page token"):
+        shipway.search_runs(page_token=huge)
+    with pytest.raises(shipway.InvalidInput, match="order_by takes strings"):
+        shipway.search_runs(order_by=["start_time", 5])  # type: ignore[list-item]
     with pytest.raises(shipway.NotFound, match="No experiment named 'nope'"):
         shipway.search_runs("nope")

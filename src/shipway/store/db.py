@@ -84,6 +84,8 @@ def _sqlite_engine(url: URL) -> Engine:
         # NORMAL in WAL mode survives any process crash; only an OS crash can lose the last commits.
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
+        # LIKE is case-sensitive on PostgreSQL; make SQLite agree (ILIKE is the case-blind form).
+        cur.execute("PRAGMA case_sensitive_like=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")

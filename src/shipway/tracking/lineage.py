@@ -94,11 +94,16 @@ def git_info(directory: Path, ignore: Path | None = None) -> dict[str, Any] | No
 
 
 def _strip_credentials(url: str) -> str:
-    # https://user:token@host/repo -> https://host/repo: secrets must not land in the store.
-    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://{rest.split('@', 1)[1]}"
-    return url
+    """A git remote without user info, query or fragment: secrets must not reach the store."""
+    if "://" not in url:
+        return url  # scp-like user@host:path carries a user name, not a secret
+    scheme, rest = url.split("://", 1)
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    # Passwords may hold '@' or '/' unescaped, so everything up to the last '@' goes; an '@'
+    # in a path would cost the host name here, which is better than keeping a token.
+    if "@" in rest:
+        rest = rest.rsplit("@", 1)[1]
+    return f"{scheme}://{rest}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -40,6 +40,7 @@ from shipway.tracking.runs import STATUSES
 
 T = TypeVar("T")
 MAX_LIMIT = 10_000
+MAX_OFFSET = 2**31
 
 _TOKEN = re.compile(
     r"""
@@ -225,12 +226,11 @@ class _Parser:
         if tok is None:
             raise self.fail("expected a number or a quoted 'text' value.", tok)
         if tok.kind == "num":
-            value = float(tok.text)
-            return (
-                int(value)
-                if value.is_integer() and "." not in tok.text and "e" not in tok.text.lower()
-                else value
-            ), tok
+            integral = not any(c in tok.text for c in ".eE")
+            number: int | float = int(tok.text) if integral else float(tok.text)
+            if not -(2**63) <= number <= 2**63 - 1:  # also refuses inf from a literal like 1e400
+                raise self.fail("the number is out of range.", tok)
+            return number, tok
         if tok.kind == "str":
             body = tok.text[1:-1]
             return re.sub(r"\\(.)", r"\1", body), tok
@@ -393,6 +393,8 @@ def parse_order_by(order_by: str | Sequence[str] | None) -> list[tuple[Field, bo
     terms = [order_by] if isinstance(order_by, str) else list(order_by)
     out = []
     for term in terms:
+        if not isinstance(term, str):
+            raise InvalidInput(f"order_by takes strings such as 'metrics.auc desc', not {term!r}.")
         for piece in term.split(","):
             if not piece.strip():
                 continue
@@ -436,7 +438,7 @@ def _encode_token(offset: int) -> str:
 def _decode_token(token: str) -> int:
     try:
         offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-        if not isinstance(offset, int) or offset < 0:
+        if not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
             raise ValueError
         return offset
     except (ValueError, KeyError, TypeError):
