@@ -96,3 +96,14 @@ def test_unreadable_file_is_refused(store: Store, tmp_path: Path) -> None:
         shipway.log_dataset(tmp_path / "x.parquet", name="bad")
     with pytest.raises(shipway.InvalidInput, match=r"use a \.parquet or \.csv"):
         shipway.log_dataset(tmp_path / "x.json", name="bad")
+
+
+def test_values_of_different_types_are_different_data(store: Store) -> None:
+    ints = shipway.log_dataset(pd.DataFrame({"x": pd.Series([1, 2], dtype=object)}), name="mixed")
+    texts = shipway.log_dataset(pd.DataFrame({"x": ["1", "2"]}), name="mixed")
+    assert ints.content_hash != texts.content_hash and texts.version == 2
+    utc = pd.DataFrame({"t": pd.to_datetime(["2026-01-01T00:00:00Z"])})
+    tokyo = pd.DataFrame({"t": utc["t"].dt.tz_convert("Asia/Tokyo")})
+    assert (
+        shipway.log_dataset(utc, name="tz").content_hash != shipway.log_dataset(tokyo, name="tz").content_hash
+    )

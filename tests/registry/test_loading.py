@@ -213,3 +213,30 @@ def test_manifest_paths_cannot_escape_the_load_folder(registered, store: Store, 
     with pytest.raises(shipway.IntegrityError, match="escapes"):
         shipway.load_model("models:/churn/1")
     assert not Path("/tmp/shipway-escape.sh").exists()
+
+
+def test_a_signature_from_a_numpy_example_accepts_numpy_input(store: Store) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    model = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+    shipway.register_model(model, name="np-model", input_example=X[:5])
+    loaded = shipway.load_model("models:/np-model/1")
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    import pandas as pd
+
+    dupes = pd.DataFrame([[1.0, 2.0, 3.0]], columns=["0", "0", "2"])
+    with pytest.raises(shipway.InvalidInput, match="duplicate columns"):
+        loaded.predict(dupes)
+
+
+def test_integers_too_large_for_int64_are_refused(registered, churn_data) -> None:
+    frame, _ = churn_data
+    with pytest.raises(shipway.InvalidInput, match="too large"):
+        shipway.load_model("models:/churn/1").predict(frame.head(2).assign(tenure=[1e19, 1.0]))
+
+
+@pytest.mark.parametrize("name", ["team/churn", "churn ", "a b", ""])
+def test_model_names_must_fit_in_a_uri(store: Store, sk_model, name: str) -> None:
+    with pytest.raises(shipway.InvalidInput, match="Model name"):
+        shipway.register_model(sk_model, name=name)

@@ -89,8 +89,14 @@ def content_hash(frame: Any) -> str:
     h.update(json.dumps({"columns": columns, "rows": len(frame)}).encode())
     for c in frame.columns:
         series = frame[c]
-        if kind_of(series) in ("string", "other"):
+        kind = kind_of(series)
+        if kind in ("string", "other"):
             series = series.astype(object)
+            # Values hash by their text, so 1 and "1" would collide: hash each value's type too.
+            types = series.map(lambda v: type(v).__name__)
+            h.update(pd.util.hash_pandas_object(types, index=False).to_numpy().tobytes())
+        elif kind == "datetime":
+            h.update(str(series.dtype).encode())  # the time zone is part of the data
         h.update(pd.util.hash_pandas_object(series, index=False).to_numpy().tobytes())
     return h.hexdigest()
 

@@ -45,8 +45,10 @@ class LoadedModel:
     def predict(self, data: Any) -> Any:
         """Predictions for a DataFrame (or records / dict of columns), checked against the signature."""
         signature = self.version.model_signature
-        frame = validate(data, signature) if signature is not None else as_frame(data)
-        return self.model.predict(frame)
+        if signature is None:
+            return self.model.predict(as_frame(data))
+        frame = validate(data, signature)
+        return self.model.predict(frame.to_numpy() if signature.input_kind == "ndarray" else frame)
 
 
 @dataclass(frozen=True)

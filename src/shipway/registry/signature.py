@@ -39,9 +39,16 @@ class Signature:
 
     inputs: tuple[ColumnSpec, ...]
     output: dict[str, Any]
+    # "ndarray" when the example was a NumPy array: the model was fitted without column names
+    # and is handed an array again after validation.
+    input_kind: str = "frame"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inputs": [c.to_dict() for c in self.inputs], "output": self.output}
+        return {
+            "inputs": [c.to_dict() for c in self.inputs],
+            "output": self.output,
+            "input_kind": self.input_kind,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Signature:
@@ -56,6 +63,7 @@ class Signature:
                 for c in data["inputs"]
             ),
             output=dict(data.get("output") or {}),
+            input_kind=str(data.get("input_kind", "frame")),
         )
 
 
@@ -99,6 +107,7 @@ def describe_output(output: Any) -> dict[str, Any]:
 
 def infer_signature(example: Any, output: Any | None = None) -> Signature:
     """Infer the input schema from an example frame (and the output from its predictions)."""
+    input_kind = "ndarray" if type(example).__module__ == "numpy" else "frame"
     frame = as_frame(example)
     if len(frame) == 0:
         raise InvalidInput("The input example is empty; give at least one row.")
@@ -112,7 +121,7 @@ def infer_signature(example: Any, output: Any | None = None) -> Signature:
             if len(distinct) <= MAX_CATEGORIES and len(distinct) <= CATEGORY_RATIO * len(series):
                 categories = tuple(sorted(distinct))
         columns.append(ColumnSpec(str(name), kind, bool(series.isna().any()), categories))
-    return Signature(tuple(columns), describe_output(output) if output is not None else {})
+    return Signature(tuple(columns), describe_output(output) if output is not None else {}, input_kind)
 
 
 def _cast(series: Any, spec: ColumnSpec) -> tuple[Any, str | None]:
@@ -138,6 +147,8 @@ def _cast(series: Any, spec: ColumnSpec) -> tuple[Any, str | None]:
             finite = numeric[present]
             if not np.all(np.equal(np.mod(finite, 1), 0)):
                 return series, "has fractional values; the model expects integers"
+            if len(finite) and (finite.max() > 2**63 - 1024 or finite.min() < -(2**63)):
+                return series, "has values too large for a 64-bit integer"
             out = numeric if not present.all() else numeric.astype("int64")
         else:
             out = numeric.astype("float64")
@@ -168,6 +179,11 @@ def validate(frame: Any, signature: Signature) -> Any:
     problems: list[dict[str, str]] = []
     expected = [c.name for c in signature.inputs]
     given = [str(c) for c in frame.columns]
+    if len(set(given)) != len(given):
+        dupes = sorted({c for c in given if given.count(c) > 1})
+        raise InvalidInput(f"The input has duplicate columns {dupes}; each column may appear once.")
+    # Signatures name columns as text; a frame built from a NumPy array has integer labels.
+    labels = {str(c): c for c in frame.columns}
     for name in expected:
         if name not in given:
             problems.append({"column": name, "problem": "is missing"})
@@ -180,7 +196,7 @@ def validate(frame: Any, signature: Signature) -> Any:
     for spec in signature.inputs:
         if spec.name not in given:
             continue
-        cast, problem = _cast(frame[spec.name], spec)
+        cast, problem = _cast(frame[labels[spec.name]], spec)
         if problem:
             problems.append({"column": spec.name, "problem": problem})
         columns[spec.name] = cast

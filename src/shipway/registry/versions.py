@@ -178,10 +178,11 @@ def register_model(
     if input_example is not None:
         example = as_frame(input_example)
         try:
-            output = model.predict(example) if hasattr(model, "predict") else model(example)
+            raw = input_example if type(input_example).__module__ == "numpy" else example
+            output = model.predict(raw) if hasattr(model, "predict") else model(raw)
         except Exception as exc:  # the user's model failing on their own example
             raise InvalidInput(f"The model failed to predict on input_example: {exc}") from exc
-        signature = infer_signature(example, output).to_dict()
+        signature = infer_signature(raw, output).to_dict()
     else:
         signature = None
     run_id, lineage = _run_lineage(store, run) if run is not None else (None, _process_lineage())
