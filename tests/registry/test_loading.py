@@ -240,3 +240,33 @@ def test_integers_too_large_for_int64_are_refused(registered, churn_data) -> Non
 def test_model_names_must_fit_in_a_uri(store: Store, sk_model, name: str) -> None:
     with pytest.raises(shipway.InvalidInput, match="Model name"):
         shipway.register_model(sk_model, name=name)
+
+
+def test_the_scanner_finds_pickles_however_they_are_wrapped(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    (tmp_path / "proto0.dat").write_bytes(pickle.dumps(Exploit(), protocol=0))
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("payload.bin", pickle.dumps(Exploit()))
+    (tmp_path / "prefixed.zip").write_bytes(b"junk in front" + inner.getvalue())
+    nested = inner.getvalue()
+    for level in range(4):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr(f"level{level}.zip", nested)
+        nested = buf.getvalue()
+    (tmp_path / "deep.zip").write_bytes(nested)
+    arr = io.BytesIO()
+    np.save(arr, np.array([Exploit()], dtype=object), allow_pickle=True)
+    (tmp_path / "objects.npy").write_bytes(arr.getvalue())
+    plain = io.BytesIO()
+    np.save(plain, np.arange(10.0))
+    (tmp_path / "numbers.npy").write_bytes(plain.getvalue())
+    found = {f.file.split("!")[0]: f.global_name for f in scan_pickles(tmp_path)}
+    assert found["proto0.dat"] == "posix.system"
+    assert found["prefixed.zip"] == "posix.system"
+    assert found["deep.zip"].startswith("<zip archives nested deeper")
+    assert found["objects.npy"] == "posix.system"
+    assert "numbers.npy" not in found

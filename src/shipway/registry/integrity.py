@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import pickletools
-import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,8 +187,9 @@ _STRING_OPS = frozenset(
 )
 
 
-def pickle_globals(data: bytes) -> list[str]:
-    """Every global a pickle stream imports, read without executing it."""
+def pickle_globals(data: bytes) -> list[str] | None:
+    """Every global a pickle stream imports, read without executing it; None if ``data`` does not
+    parse as a complete pickle (and so could not be unpickled either)."""
     found: list[str] = []
     # Strings pushed so far (None for anything else), and the memo, to resolve the module and
     # attribute names STACK_GLOBAL takes from the stack (often fetched back from the memo).
@@ -216,51 +216,66 @@ def pickle_globals(data: bytes) -> list[str]:
             elif name in ("GET", "BINGET", "LONG_BINGET"):
                 stack.append(memo.get(int(arg)))
             elif name == "STOP":
-                break
+                return found
             else:
                 stack.append(None)
-    except Exception:  # a malformed stream is reported by the caller as unreadable
-        found.append("<unreadable pickle stream>")
-    return found
-
-
-def _looks_like_pickle(data: bytes) -> bool:
-    return len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5
-
-
-def _npy_pickle(data: bytes) -> bytes | None:
-    # An .npy file of dtype object stores a pickle after its header.
-    if not data.startswith(b"\x93NUMPY") or len(data) < 10:
+    except Exception:  # not a pickle, or a truncated one: pickle.load would fail on it too
         return None
-    major = data[6]
-    if major == 1:
-        (hlen,), start = struct.unpack("<H", data[8:10]), 10
-    else:
-        (hlen,), start = struct.unpack("<I", data[8:12]), 12
-    header = data[start : start + hlen].decode("latin1", "replace")
-    if "'O'" in header or "|O" in header:
-        return data[start + hlen :]
     return None
 
 
-def _streams(name: str, data: bytes, depth: int = 0) -> list[tuple[str, bytes]]:
-    out: list[tuple[str, bytes]] = []
-    if depth < 3 and data[:4] == b"PK\x03\x04":
+def _looks_like_pickle(name: str, data: bytes) -> bool:
+    return (len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5) or name.lower().endswith(
+        PICKLE_SUFFIXES
+    )
+
+
+def _npy_object_payload(data: bytes) -> bytes | None:
+    """The pickled payload of an .npy file whose dtype holds Python objects, if it is one."""
+    if not data.startswith(b"\x93NUMPY"):
+        return None
+    import numpy as np
+
+    buffer = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        _shape, _order, dtype = read(buffer, max_header_size=2**20)
+    except (ValueError, SyntaxError, TypeError):
+        return data  # an unreadable header: scan everything after the magic as a possible pickle
+    return data[buffer.tell() :] if dtype.hasobject else None
+
+
+MAX_ZIP_DEPTH = 3
+
+
+def _scan_bytes(name: str, data: bytes, depth: int, out: list[tuple[str, str]]) -> None:
+    """Append (stream, global) for every import any pickle inside ``data`` would perform."""
+    buffer = io.BytesIO(data)
+    if zipfile.is_zipfile(buffer):
+        if depth >= MAX_ZIP_DEPTH:
+            out.append((name, f"<zip archives nested deeper than {MAX_ZIP_DEPTH}>"))
+            return
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            with zipfile.ZipFile(buffer) as zf:
                 for member in zf.namelist():
-                    out += _streams(f"{name}!{member}", zf.read(member), depth + 1)
-        except zipfile.BadZipFile:
-            pass
-        return out
-    npy = _npy_pickle(data)
-    if npy is not None:
-        return [(name, npy)]
-    if _looks_like_pickle(data) or (
-        name.lower().endswith(PICKLE_SUFFIXES) and data[:1] in (b"\x80", b"(", b"]", b"}")
-    ):
-        out.append((name, data))
-    return out
+                    _scan_bytes(f"{name}!{member}", zf.read(member), depth + 1, out)
+        except (zipfile.BadZipFile, ValueError, RuntimeError) as exc:
+            out.append((name, f"<unreadable zip archive: {exc}>"))
+        return
+    payload = _npy_object_payload(data)
+    if payload is not None:
+        data = payload
+    elif data.startswith(b"\x93NUMPY"):
+        return  # a plain numeric array: no pickle inside
+    found = pickle_globals(data)
+    if found is None:
+        if payload is not None or _looks_like_pickle(name, data):
+            out.append((name, "<unreadable pickle stream>"))
+        return
+    out.extend((name, g) for g in found)
 
 
 # TorchScript archives hold pickles that torch's own C++ unpickler reads; it resolves only
@@ -299,10 +314,11 @@ def scan_pickles(
         if not path.is_file():
             continue
         rel = path.relative_to(folder).as_posix()
-        for stream_name, stream in _streams(rel, path.read_bytes()):
-            for global_name in pickle_globals(stream):
-                if global_name not in allowed and not global_name.startswith(allowed_prefixes or ("\0",)):
-                    findings.append(PickleFinding(stream_name, global_name))
+        found: list[tuple[str, str]] = []
+        _scan_bytes(rel, path.read_bytes(), 0, found)
+        for stream_name, global_name in found:
+            if global_name not in allowed and not global_name.startswith(allowed_prefixes or ("\0",)):
+                findings.append(PickleFinding(stream_name, global_name))
     return findings
 
 
