@@ -62,6 +62,18 @@ __all__ = [
 ]
 
 
+_LAZY_SUBMODULES = frozenset({"registry", "data", "server", "store", "tracking", "core"})
+
+
+def __getattr__(name: str) -> Any:
+    # `import shipway` stays light; `shipway.registry.update_version(...)` imports on first use.
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"shipway.{name}")
+    raise AttributeError(f"module 'shipway' has no attribute {name!r}")
+
+
 def register_model(model: Any, name: str, **kwargs: Any) -> Any:
     """Register ``model`` as the next version of ``name`` (see :func:`shipway.registry.register_model`)."""
     from shipway.registry import register_model as _register_model

@@ -143,3 +143,33 @@ def test_runs_started_in_threads_are_all_recorded(store: Store) -> None:
     for t in threads:
         t.join()
     assert all(len(shipway.metric_history(rid, "loss")) == 2000 for rid in ids)
+
+
+TERMINATED = textwrap.dedent(
+    """
+    import time, shipway
+    a = shipway.start_run(experiment="term", name="bare")
+    with shipway.start_run(experiment="term", name="with") as b:
+        for i in range(100):
+            a.log_metric("x", i)
+            b.log_metric("x", i)
+        print(a.id, b.id, flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_sigterm_flushes_every_point_and_records_killed(store: Store, tmp_path: Path) -> None:
+    script = tmp_path / "term.py"
+    script.write_text(TERMINATED)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ids = proc.stdout.readline().split()
+    proc.terminate()
+    proc.wait(60)
+    proc.stdout.close()
+    assert proc.returncode == 143
+    for run_id in ids:
+        record = shipway.get_run(run_id)
+        assert record.status == "KILLED" and "SIGTERM" in (record.error or "")
+        assert len(shipway.metric_history(run_id, "x")) == 100

@@ -12,6 +12,7 @@ from shipway.cli.output import console, ok, print_json, when
 from shipway.core.errors import IntegrityError
 from shipway.registry import (
     archive_version,
+    delete_alias,
     delete_artifacts,
     generate_keypair,
     get_version,
@@ -216,6 +217,16 @@ def models_alias(
     """Point an alias at a version."""
     set_alias(name, alias, version)
     console.print(f"{name}@{alias} → version {version}")
+
+
+@models_app.command("unalias")
+def models_unalias(
+    name: Name,
+    alias: Annotated[str, typer.Argument(help="Alias to remove.")],
+) -> None:
+    """Remove an alias from a model."""
+    delete_alias(name, alias)
+    console.print(f"Removed {name}@{alias}.")
 
 
 @models_app.command("history")

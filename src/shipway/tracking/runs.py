@@ -40,6 +40,7 @@ MAX_PARAM_VALUE = 8000
 _active: list[Run] = []
 _active_lock = threading.Lock()
 _uncaught: list[BaseException] = []
+_terminated: list[int] = []  # the signal number, once SIGTERM arrived
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -264,10 +265,12 @@ class Run:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None) and not _terminated):
             self.end(FINISHED)
         elif isinstance(exc, KeyboardInterrupt):
             self.end(KILLED, error="KeyboardInterrupt")
+        elif isinstance(exc, SystemExit) and _terminated:
+            self.end(KILLED, error="terminated by SIGTERM")
         else:
             self.end(FAILED, error=describe_error(exc))
 
@@ -388,6 +391,26 @@ def _install_exit_hooks() -> None:
     import atexit
 
     atexit.register(_end_open_runs)
+    _install_sigterm_handler()
+
+
+def _install_sigterm_handler() -> None:
+    # SIGTERM (docker stop, Kubernetes, Slurm, plain `kill`) would end the process without
+    # running atexit, losing buffered points. Turn it into SystemExit so `with` blocks and the
+    # exit hook flush and record KILLED; only when nobody else handles SIGTERM already.
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        _terminated.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _end_open_runs() -> None:
@@ -395,7 +418,9 @@ def _end_open_runs() -> None:
         open_runs = list(_active)
     for run in reversed(open_runs):
         try:
-            if _uncaught:
+            if _terminated:
+                run.end(KILLED, error="terminated by SIGTERM")
+            elif _uncaught:
                 run.end(FAILED, error=describe_error(_uncaught[-1]))
             else:
                 run.end(FINISHED)
