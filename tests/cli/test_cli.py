@@ -150,3 +150,18 @@ def test_user_data_with_brackets_is_printed_as_is(store: Store) -> None:
     assert "[/mnt/data]" in out.stdout and "[relu]" in out.stdout and "[bold]x[/]" in out.stdout
     out = sh("runs", "show", "[/x]")
     assert out.returncode == 3 and "'[/x]' is not a run id" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_doctor_fails_on_an_unsupported_artifact_uri(shipway_home: Path) -> None:
+    out = sh("doctor", env={"SHIPWAY_ARTIFACT_URI": "ftp://host/x"})
+    assert out.returncode == 1 and "not supported" in out.stdout
+
+
+def test_up_says_when_the_port_is_taken(shipway_home: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        out = sh("up", "--port", str(busy.getsockname()[1]))
+    assert out.returncode == 1 and "--port" in out.stderr and "listening on" not in out.stdout

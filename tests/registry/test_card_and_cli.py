@@ -84,4 +84,15 @@ def test_cli_errors_name_what_to_do(version) -> None:
     out = sh("models", "show", "nope")
     assert out.returncode == 3 and "No model named 'nope'" in out.stderr
     out = sh("models", "delete-artifacts", "churn", "1")
+    assert out.returncode == 5 and "shipway models archive churn 1" in out.stderr
+    assert sh("models", "archive", "churn", "1").returncode == 0
+    out = sh("models", "delete-artifacts", "churn", "1")
     assert out.returncode == 2 and "--yes" in out.stderr
+
+
+def test_verify_with_a_key_on_an_unsigned_version_says_so(version, tmp_path: Path) -> None:
+    out = sh("models", "verify", "churn", "1", "--public-key", str(tmp_path / "missing.pub"))
+    assert out.returncode == 3 and "No public key" in out.stderr
+    (tmp_path / "k.pub").write_text("x")
+    out = sh("models", "verify", "churn", "1", "--public-key", str(tmp_path / "k.pub"))
+    assert out.returncode == 8 and "is not signed" in out.stderr

@@ -270,3 +270,11 @@ def test_the_scanner_finds_pickles_however_they_are_wrapped(tmp_path: Path) -> N
     assert found["deep.zip"].startswith("<zip archives nested deeper")
     assert found["objects.npy"] == "posix.system"
     assert "numbers.npy" not in found
+
+
+def test_predict_proba_is_validated_like_predict(registered, sk_model, churn_data) -> None:
+    frame, _ = churn_data
+    loaded = shipway.load_model("models:/churn/1")
+    np.testing.assert_array_equal(loaded.predict_proba(frame), sk_model.predict_proba(frame))
+    with pytest.raises(shipway.InvalidInput, match="'charges' is missing"):
+        loaded.predict_proba(frame.drop(columns=["charges"]))

@@ -149,3 +149,18 @@ def test_versions_record_frames_as_example(store: Store, sk_model, churn_data) -
     v = shipway.register_model(sk_model, name="churn", input_example=frame.head(3).to_dict("records"))
     assert v.schema["output"]["kind"] == "tensor"
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_unfitted_models_are_refused(store: Store) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    with pytest.raises(shipway.InvalidInput, match="has not been fitted"):
+        shipway.register_model(LogisticRegression(), name="churn")
+
+
+def test_artifacts_are_deleted_once(store: Store, sk_model) -> None:
+    shipway.register_model(sk_model, name="churn")
+    archive_version("churn", 1)
+    delete_artifacts("churn", 1)
+    with pytest.raises(shipway.Conflict, match="already deleted"):
+        delete_artifacts("churn", 1)

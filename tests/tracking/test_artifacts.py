@@ -48,6 +48,11 @@ def test_artifact_paths_cannot_escape_the_run(store: Store, tmp_path: Path, bad:
         run.log_artifact(tmp_path / "f.txt", bad)
 
 
+def test_downloading_from_an_unknown_run_is_not_found(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(shipway.NotFound, match="No run with id"):
+        shipway.download_artifacts("deadbeefdeadbeef", tmp_path)
+
+
 def test_missing_file_is_not_found(store: Store, tmp_path: Path) -> None:
     with shipway.start_run(experiment="art") as run, pytest.raises(shipway.NotFound, match="no such file"):
         run.log_artifact(tmp_path / "nope.png")

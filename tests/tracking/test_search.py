@@ -129,6 +129,8 @@ def test_values_are_bound_parameters_not_sql(runs: dict[str, str]) -> None:
 def test_bad_limit_order_and_token_are_refused(store: Store) -> None:
     with pytest.raises(shipway.InvalidInput, match="limit"):
         shipway.search_runs(limit=0)
+    with pytest.raises(shipway.InvalidInput, match="Bad order-by at position 0"):
+        shipway.search_runs(order_by="auc desc")
     with pytest.raises(shipway.InvalidInput, match="expected 'asc', 'desc'"):
         shipway.search_runs(order_by="metrics.auc sideways")
     with pytest.raises(shipway.InvalidInput, match="Page token"):

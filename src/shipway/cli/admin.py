@@ -103,6 +103,12 @@ def _artifact_check(settings: Settings) -> tuple[str, bool, str]:
             return ("artifact store", False, exc.message)
         except Exception as exc:  # botocore raises many kinds for an unreachable bucket
             return ("artifact store", False, f"{uri}: {exc}")
+    try:
+        from shipway.store import open_blob_store
+
+        open_blob_store(uri, settings.s3_endpoint_url)
+    except ShipwayError as exc:
+        return ("artifact store", False, exc.message)
     root = Path(uri.removeprefix("file://")).expanduser()
     probe = root if root.exists() else next((p for p in root.parents if p.exists()), Path("/"))
     if not os.access(probe, os.W_OK):
@@ -150,6 +156,19 @@ def _check_loopback(host: str) -> None:
         )
 
 
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ShipwayError(
+                f"Cannot listen on {host}:{port} ({exc.strerror}); another process holds it. "
+                "Stop it, or pick another port with --port (or SHIPWAY_PORT)."
+            ) from None
+
+
 def up(
     host: Annotated[
         str, typer.Option(help="Address to listen on (loopback only for now).", envvar="SHIPWAY_HOST")
@@ -162,6 +181,7 @@ def up(
     from shipway.server import create_app
 
     _check_loopback(host)
+    _check_port_free(host, port)
     settings = Settings.resolve()
     store = Store(settings)
     app = create_app(store)

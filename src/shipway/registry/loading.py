@@ -42,13 +42,23 @@ class LoadedModel:
     version: ModelVersion
     model: Any = field(repr=False)
 
-    def predict(self, data: Any) -> Any:
-        """Predictions for a DataFrame (or records / dict of columns), checked against the signature."""
+    def _input(self, data: Any) -> Any:
         signature = self.version.model_signature
         if signature is None:
-            return self.model.predict(as_frame(data))
+            return as_frame(data)
         frame = validate(data, signature)
-        return self.model.predict(frame.to_numpy() if signature.input_kind == "ndarray" else frame)
+        return frame.to_numpy() if signature.input_kind == "ndarray" else frame
+
+    def predict(self, data: Any) -> Any:
+        """Predictions for a DataFrame (or records / dict of columns), checked against the signature."""
+        return self.model.predict(self._input(data))
+
+    def predict_proba(self, data: Any) -> Any:
+        """Class probabilities, for classifiers whose flavor offers them."""
+        method = getattr(self.model, "predict_proba", None)
+        if method is None:
+            raise InvalidInput(f"{self.version.uri} ({self.version.flavor}) does not give probabilities.")
+        return method(self._input(data))
 
 
 @dataclass(frozen=True)

@@ -514,6 +514,8 @@ def delete_artifacts(name: str, version: int, *, store: Store | None = None) -> 
     current = get_version(name, version, store=store)
     if current.status != ARCHIVED:
         raise Conflict(f"Archive version {version} of {name!r} before deleting its artifacts.")
+    if current.artifacts_deleted_at is not None:
+        raise Conflict(f"The artifacts of version {version} of {name!r} were already deleted.")
     digests = {f["digest"] for f in current.manifest.values()}
     m = schema.model_versions
     with store.read() as conn:

@@ -110,9 +110,11 @@ def translate_errors(uri: str) -> Iterator[None]:
                 f"The metadata store {redact(uri)} stayed locked by another process for "
                 f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; retry, or move a busy team to PostgreSQL."
             ) from exc
+        text = " ".join(text.split())
+        end = "" if text.endswith((".", "?", "!")) else "."
         raise Unavailable(
-            f"Cannot use the metadata store {redact(uri)}: {text.strip()}. "
-            "Check SHIPWAY_STORE_URI and that the database is reachable (`shipway doctor`)."
+            f"Cannot use the metadata store {redact(uri)}: {text}{end} "
+            "Check SHIPWAY_STORE_URI and that the database server is running and reachable."
         ) from exc
 
 

@@ -96,6 +96,10 @@ def list_artifacts(store: Store, run_id: str) -> list[ArtifactEntry]:
 def download_artifacts(store: Store, run_id: str, dest: str | Path, path: str | None = None) -> list[Path]:
     """Copy a run's artifacts (or those under ``path``) to ``dest``, verifying every digest."""
     entries = list_artifacts(store, run_id)
+    if not entries:
+        with store.read() as conn:
+            if conn.execute(sa.select(schema.runs.c.id).where(schema.runs.c.id == run_id)).first() is None:
+                raise NotFound(f"No run with id {run_id!r}.")
     if path is not None:
         wanted = clean_artifact_path(path)
         entries = [e for e in entries if e.path == wanted or e.path.startswith(wanted + "/")]

@@ -87,24 +87,24 @@ class Page(list[T], Generic[T]):
     next_page_token: str | None = None
 
 
-def _error(source: str, token: Token | None, message: str) -> InvalidInput:
+def _error(source: str, token: Token | None, message: str, what: str = "filter") -> InvalidInput:
     pos = len(source) if token is None else token.pos
     width = 1 if token is None else max(1, len(token.text))
     found = "the end of the filter" if token is None else repr(token.text)
     pointer = f"\n  {source}\n  {' ' * pos}{'^' * width}"
     return InvalidInput(
-        f"Bad filter at position {pos} ({found}): {message}{pointer}",
+        f"Bad {what} at position {pos} ({found}): {message}{pointer}",
         details={"position": pos, "token": None if token is None else token.text},
     )
 
 
-def tokenize(source: str) -> list[Token]:
+def tokenize(source: str, what: str = "filter") -> list[Token]:
     tokens, pos = [], 0
     while pos < len(source):
         m = _TOKEN.match(source, pos)
         if m is None:
             bad = Token("bad", source[pos], pos)
-            raise _error(source, bad, "unexpected character.")
+            raise _error(source, bad, "unexpected character.", what)
         kind = m.lastgroup or ""
         if kind != "ws":
             tokens.append(Token(kind, m.group(), pos))
@@ -134,9 +134,10 @@ class BoolOp:
 
 
 class _Parser:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, what: str = "filter") -> None:
         self.source = source
-        self.tokens = tokenize(source)
+        self.what = what
+        self.tokens = tokenize(source, what)
         self.i = 0
 
     def peek(self, offset: int = 0) -> Token | None:
@@ -149,7 +150,7 @@ class _Parser:
         return tok
 
     def fail(self, message: str, token: Token | None = None) -> InvalidInput:
-        return _error(self.source, token if token is not None else self.peek(), message)
+        return _error(self.source, token if token is not None else self.peek(), message, self.what)
 
     def parse_filter(self) -> Any:
         if not self.tokens:
@@ -398,7 +399,7 @@ def parse_order_by(order_by: str | Sequence[str] | None) -> list[tuple[Field, bo
         for piece in term.split(","):
             if not piece.strip():
                 continue
-            parser = _Parser(piece.strip())
+            parser = _Parser(piece.strip(), "order-by")
             fld = parser.field()
             direction = parser.take()
             descending = False

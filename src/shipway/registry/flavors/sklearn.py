@@ -80,7 +80,15 @@ class SklearnFlavor:
         """Write ``model`` to ``folder/model.skops``."""
         sio = _skops_io()
         import sklearn
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
 
+        try:
+            check_is_fitted(model)
+        except NotFittedError:
+            raise InvalidInput(
+                f"This {type(model).__name__} has not been fitted; call fit() before registering it."
+            ) from None
         sio.dump(model, folder / FILE)
         return {
             "format": self.format,
