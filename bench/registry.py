@@ -34,30 +34,19 @@ issue. Results also go to ``bench/results/registry.json``.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import contextlib
-import inspect
 import json
-import os
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-MLFLOW_VENV = BENCH_DIR / ".venvs" / "mlflow"
-WORK_DIR = BENCH_DIR / ".work"
-RESULTS_FILE = BENCH_DIR / "results" / "registry.json"
-RESULT_PREFIX = "BENCH_RESULT "
-TIMES = "\u00d7"
+import _harness
+from _harness import NAMES, RESULT_PREFIX, Bench, Row, fmt_ratio, fmt_value, progress, render_table
+
+RESULTS_FILE = _harness.BENCH_DIR / "results" / "registry.json"
 WORKER_TIMEOUT_S = 3600
 CHILD_TIMEOUT_S = 300
 
@@ -73,31 +62,11 @@ TARGET_ALIAS_MS = 2.0  # Shipway's mean alias move < 2 ms
 TARGET_COLD_S = 1.2  # Shipway's cold load + first prediction < 1.2 s wall
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of the result table, read from the results."""
-
-    label: str
-    workload: str
-    field: str
-    unit: str
-    higher_is_better: bool
-
-
 # ---------------------------------------------------------------------------------------------
-# Worker code. These functions are copied verbatim into the worker script (see ``worker_source``)
-# and run in a fresh interpreter; they may use only the standard library, numpy, pandas,
-# scikit-learn and the tool measured.
+# Worker code. These functions, and ``emit`` and ``progress`` from ``_harness``, are copied verbatim
+# into the worker script (see ``worker_source``) and run in a fresh interpreter; they may use only the
+# standard library, numpy, pandas, scikit-learn and the tool measured.
 # ---------------------------------------------------------------------------------------------
-
-
-def emit(result: dict[str, Any]) -> None:
-    """Report a workload's figures to the parent process as one JSON line on stdout."""
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
-
-
-def progress(message: str) -> None:
-    print(f"    {message}", file=sys.stderr, flush=True)
 
 
 def make_model(rows: int, seed: int) -> Any:
@@ -258,28 +227,21 @@ def mlflow_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     raise SystemExit(f"unknown workload {workload!r}")
 
 
-WORKER_HEADER = f"""\
-from __future__ import annotations
-
+WORKER_IMPORTS = """\
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-RESULT_PREFIX = {RESULT_PREFIX!r}
 """
-WORKER_HELPERS = (emit, progress, make_model, predict_row, summarize_ms)
+WORKER_HELPERS = (make_model, predict_row, summarize_ms)
 WORKERS = {"shipway": shipway_worker, "mlflow": mlflow_worker}
 
 
 def worker_source(tool: str) -> str:
     """The text of a standalone worker script for ``tool``."""
-    main = WORKERS[tool]
-    parts = [WORKER_HEADER, *(inspect.getsource(f) for f in (*WORKER_HELPERS, main))]
-    parts.append(f'if __name__ == "__main__":\n    emit({main.__name__}(json.loads(sys.argv[1])))\n')
-    return "\n\n".join(parts)
+    return _harness.worker_script(WORKER_IMPORTS, WORKER_HELPERS, WORKERS[tool])
 
 
 # The cold-load child: ``python -c`` with this code. Phase times are taken inside the child from its
@@ -326,74 +288,27 @@ def cold_load_code(tool: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def mlflow_version(python: Path) -> str | None:
-    """MLflow's version in the environment of ``python``, or None if it or scikit-learn does not import."""
+def install_mlflow(python: Path) -> None:
+    """Install MLflow and scikit-learn into bench/.venvs/mlflow, creating it if missing."""
     if not python.exists():
-        return None
-    proc = subprocess.run(
-        [str(python), "-c", "import sklearn, mlflow; print(mlflow.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=worker_env("mlflow", None),
-    )
-    return proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else None
+        _harness.create_mlflow_venv(python)
+    print(f"Installing MLflow and scikit-learn into {_harness.MLFLOW_VENV}...", flush=True)
+    _harness.pip_install(python, "mlflow", "scikit-learn")
 
 
 def ensure_mlflow_venv() -> tuple[Path, str]:
     """Create (or reuse) bench/.venvs/mlflow with MLflow and scikit-learn; its python and MLflow version."""
-    python = venv_python(MLFLOW_VENV)
-    version = mlflow_version(python)
-    if version is not None:
-        print(f"Reusing {MLFLOW_VENV.relative_to(BENCH_DIR.parent)} (MLflow {version}).", flush=True)
-        return python, version
-    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    if not python.exists():
-        print(f"Creating {MLFLOW_VENV} and installing the latest MLflow (a minute or two)...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
-        subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    print(f"Installing MLflow and scikit-learn into {MLFLOW_VENV}...", flush=True)
-    subprocess.run([*pip, "mlflow", "scikit-learn"], check=True)
-    version = mlflow_version(python)
-    if version is None:
-        raise SystemExit(f"MLflow or scikit-learn does not import in {MLFLOW_VENV}; see pip's output.")
-    return python, version
+    failure = f"MLflow or scikit-learn does not import in {_harness.MLFLOW_VENV}; see pip's output."
+    return _harness.ensure_mlflow_venv(("sklearn", "mlflow"), install_mlflow, failure)
 
 
 def worker_env(tool: str, tmp: Path | None) -> dict[str, str]:
-    """The environment of a worker or child: no outside tracking settings, no telemetry."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SHIPWAY_", "MLFLOW_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")
-    }
-    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1"})
-    if tmp is not None:
-        if tool == "shipway":
-            env["SHIPWAY_HOME"] = str(tmp)
-        else:
-            env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    """The environment of a worker or child: ``_harness.worker_env``, and for MLflow the tracking URI
+    of the SQLite file in ``tmp``."""
+    env = _harness.worker_env(tool, tmp)
+    if tmp is not None and tool != "shipway":
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     return env
-
-
-@contextlib.contextmanager
-def fresh_dir(tool: str, workload: str) -> Iterator[Path]:
-    """A new folder under bench/.work, deleted afterwards."""
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{tool}-{workload}-", dir=WORK_DIR))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def parse_result(stdout: str) -> dict[str, Any] | None:
-    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    return json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines else None
 
 
 def run_worker(tool: str, python: Path, cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
@@ -421,7 +336,7 @@ def run_worker(tool: str, python: Path, cfg: dict[str, Any], tmp: Path) -> dict[
                 tail.append(line)
         returncode = proc.wait(timeout=WORKER_TIMEOUT_S)
     stdout = out_file.read_text(encoding="utf-8")
-    result = parse_result(stdout)
+    result = _harness.parse_result(stdout)
     if returncode != 0 or result is None:
         sys.stderr.write("".join(tail) + stdout[-4000:])
         raise SystemExit(f"{tool} worker for {cfg['workload']} failed (exit {returncode}); see above.")
@@ -445,7 +360,7 @@ def spawn(tool: str, python: Path, code: str, tmp: Path) -> tuple[float, dict[st
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
         raise SystemExit(f"{tool} child failed (exit {proc.returncode}); see above.")
-    return wall, parse_result(proc.stdout)
+    return wall, _harness.parse_result(proc.stdout)
 
 
 def time_spawns(tool: str, python: Path, code: str, tmp: Path, n: int) -> dict[str, Any]:
@@ -472,7 +387,7 @@ def time_spawns(tool: str, python: Path, code: str, tmp: Path, n: int) -> dict[s
 
 def cold_load(tool: str, python: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Register one version aliased ``staging`` in a fresh folder, then time cold loads from it."""
-    with fresh_dir(tool, "cold_load") as tmp:
+    with _harness.fresh_dir(tool, "cold_load") as tmp:
         setup = run_worker(tool, python, {**cfg, "workload": "cold_setup", "one_row": ONE_ROW}, tmp)
         result = time_spawns(tool, python, cold_load_code(tool), tmp, cfg["cold_loads"])
         result["setup"] = setup
@@ -498,30 +413,12 @@ def table_rows(sizes: dict[str, Any]) -> list[Row]:
     ]
 
 
-def fmt_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "ms":
-        return f"{value:,.2f} ms" if value < 10 else f"{value:,.1f} ms"
-    if unit == "s":
-        return f"{value:,.3f} s" if value < 10 else f"{value:,.1f} s"
-    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.1f} {unit}"
-
-
-def fmt_ratio(ratio: float | None) -> str:
-    if ratio is None:
-        return "-"
-    if ratio >= 100:
-        return f"{ratio:,.0f}{TIMES}"
-    return f"{ratio:.1f}{TIMES}" if ratio >= 10 else f"{ratio:.2f}{TIMES}"
-
-
 def target_for(workload: str, field: str, shipway: float | None, ratio: float | None) -> tuple[str, str]:
     """The issue's target for a row and whether this run met it ("yes", "NO", or "-" when not measured)."""
     if workload == "register":
         met = None if ratio is None else ratio >= TARGET_REGISTER_RATIO
         verdict = "-" if met is None else ("yes" if met else "NO")
-        return f"\u2265 {TARGET_REGISTER_RATIO:g}{TIMES} MLflow", verdict
+        return f"\u2265 {TARGET_REGISTER_RATIO:g}{_harness.TIMES} MLflow", verdict
     if workload == "alias" and shipway is not None:
         return f"< {TARGET_ALIAS_MS:g} ms", "yes" if shipway < TARGET_ALIAS_MS else "NO"
     if workload == "cold_load" and field == "wall_s" and shipway is not None:
@@ -529,24 +426,7 @@ def target_for(workload: str, field: str, shipway: float | None, ratio: float | 
     return "", ""
 
 
-def render_table(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return (
-            "| "
-            + " | ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            )
-            + " |"
-        )
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in body)])
-
-
-def breakdown_table(results: dict[str, dict[str, Any]], tools: list[str], names: dict[str, str]) -> str:
+def breakdown_table(results: dict[str, dict[str, Any]], tools: list[str]) -> str:
     """Where the cold-load wall time goes: the median of each phase, measured inside the child."""
     phases = [
         ("interpreter start + exit (wall - in-process)", "startup_exit_median_s"),
@@ -559,7 +439,7 @@ def breakdown_table(results: dict[str, dict[str, Any]], tools: list[str], names:
     body = [
         [label, *(fmt_value(results[t]["cold_load"].get(key), "s") for t in tools)] for label, key in phases
     ]
-    return render_table(["cold load phase (median)", *(names[t] for t in tools)], body)
+    return render_table(["cold load phase (median)", *(NAMES[t] for t in tools)], body)
 
 
 def check_results(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -584,38 +464,21 @@ def check_results(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10 versions, 10 alias moves, 2 cold loads")
-    parser.add_argument("--only", choices=sorted(WORKERS), help="run one tool alone")
-    args = parser.parse_args(argv)
-
-    import shipway
-
-    sizes = QUICK if args.quick else FULL
-    tools = [args.only] if args.only else ["mlflow", "shipway"]
-    pythons: dict[str, Path] = {"shipway": Path(sys.executable)}
-    versions = {"shipway": shipway.__version__, "python": platform.python_version()}
-    if "mlflow" in tools:
-        pythons["mlflow"], versions["mlflow"] = ensure_mlflow_venv()
-    names = {"mlflow": "MLflow", "shipway": "Shipway"}
-    mode = "quick" if args.quick else "full"
-    print(" | ".join(f"{names[t]} {versions[t]}" for t in tools) + f" | Python {versions['python']}")
-    print(f"Mode: {mode}; {os.cpu_count()} CPUs; {platform.platform()}\n")
-
-    rows = table_rows(sizes)
-    results: dict[str, dict[str, Any]] = {t: {} for t in tools}
-    started = time.perf_counter()
+    description = __doc__.split("\n\n")[0]
+    quick_help = "10 versions, 10 alias moves, 2 cold loads"
+    run = Bench.start(description, quick_help, argv, FULL, QUICK, ensure_mlflow_venv)
+    rows = table_rows(run.sizes)
     for workload in ("register", "alias", "cold_load"):
-        for tool in tools:
-            print(f"[{names[tool]}] {workload} ...", flush=True)
+        for tool in run.tools:
+            print(f"[{NAMES[tool]}] {workload} ...", flush=True)
             t0 = time.perf_counter()
-            cfg = {**sizes, "workload": workload}
+            cfg = {**run.sizes, "workload": workload}
             if workload == "cold_load":
-                res = cold_load(tool, pythons[tool], cfg)
+                res = cold_load(tool, run.pythons[tool], cfg)
             else:
-                with fresh_dir(tool, workload) as tmp:
-                    res = run_worker(tool, pythons[tool], cfg, tmp)
-            results[tool][workload] = res
+                with _harness.fresh_dir(tool, workload) as tmp:
+                    res = run_worker(tool, run.pythons[tool], cfg, tmp)
+            run.results[tool][workload] = res
             figures = [
                 f"{r.label}: {fmt_value(res[r.field], r.unit)}"
                 for r in rows
@@ -623,19 +486,18 @@ def main(argv: list[str] | None = None) -> int:
             ]
             print(f"    {'; '.join(figures)}  (took {time.perf_counter() - t0:.0f} s)", flush=True)
 
-    both = len(tools) == 2
-    header = ["workload", *(names[t] for t in tools)]
+    both = len(run.tools) == 2
+    header = ["workload", *(NAMES[t] for t in run.tools)]
     if both:
         header.append("ratio (Shipway / MLflow speed)")
     header += ["target (issue)", "met"]
     body, table = [], []
     for r in rows:
-        values = {t: results[t][r.workload].get(r.field) for t in tools}
+        values = {t: run.results[t][r.workload].get(r.field) for t in run.tools}
         ratio = None
         if both and None not in values.values():
-            ml, sw = values["mlflow"], values["shipway"]
-            ratio = sw / ml if r.higher_is_better else ml / sw
-        cells = [r.label, *(fmt_value(values[t], r.unit) for t in tools)]
+            ratio = r.ratio(values["mlflow"], values["shipway"])
+        cells = [r.label, *(fmt_value(values[t], r.unit) for t in run.tools)]
         if both:
             cells.append(fmt_ratio(ratio))
         target, met = target_for(r.workload, r.field, values.get("shipway"), ratio)
@@ -644,48 +506,24 @@ def main(argv: list[str] | None = None) -> int:
             {"workload": r.label, "unit": r.unit, **values, "ratio": ratio, "target": target, "met": met}
         )
 
-    warnings = check_results(results)
-    title = " vs ".join(f"{names[t]} {versions[t]}" for t in tools)
-    print(f"\n{title} ({mode}, total {time.perf_counter() - started:.0f} s)\n")
+    warnings = check_results(run.results)
+    run.print_title()
     print(render_table(header, body))
     print()
-    print(breakdown_table(results, tools, names))
-    for t in tools:
-        if results[t]["cold_load"].get("torch_imported"):
+    print(breakdown_table(run.results, run.tools))
+    for t in run.tools:
+        if run.results[t]["cold_load"].get("torch_imported"):
             print(
-                f"Note: the {names[t]} cold-load child imported torch (installed in its environment; "
+                f"Note: the {NAMES[t]} cold-load child imported torch (installed in its environment; "
                 "skops.io imports every scikit-learn estimator module, and scikit-learn's array-API "
                 "shim then imports torch)."
             )
-    for w in warnings:
-        print(f"WARNING: {w}")
-
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "mode": mode,
-                "versions": versions,
-                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                "sizes": sizes,
-                "one_row": ONE_ROW,
-                "targets": {
-                    "register_ratio": TARGET_REGISTER_RATIO,
-                    "alias_ms": TARGET_ALIAS_MS,
-                    "cold_load_s": TARGET_COLD_S,
-                },
-                "table": table,
-                "warnings": warnings,
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    print(f"\nWrote {RESULTS_FILE.relative_to(BENCH_DIR.parent)}")
-    return 1 if warnings else 0
+    targets = {
+        "register_ratio": TARGET_REGISTER_RATIO,
+        "alias_ms": TARGET_ALIAS_MS,
+        "cold_load_s": TARGET_COLD_S,
+    }
+    return run.finish(RESULTS_FILE, table, warnings, one_row=ONE_ROW, targets=targets)
 
 
 if __name__ == "__main__":

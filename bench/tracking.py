@@ -28,29 +28,21 @@ The table shows each figure and how many times faster Shipway is. Results also g
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-MLFLOW_VENV = BENCH_DIR / ".venvs" / "mlflow"
-WORK_DIR = BENCH_DIR / ".work"
-RESULTS_FILE = BENCH_DIR / "results" / "tracking.json"
-RESULT_PREFIX = "BENCH_RESULT "
-TIMES = "\u00d7"
+import _harness
+from _harness import NAMES, Bench, Row, fmt_ratio, fmt_value, progress, render_table
+
+RESULTS_FILE = _harness.BENCH_DIR / "results" / "tracking.json"
 WORKER_TIMEOUT_S = 3 * 3600
 
 FULL = {
@@ -72,30 +64,11 @@ FILTER_MLFLOW = "metrics.auc > 0.8 and params.depth = '6'"
 FILTER_SHIPWAY = "metrics.auc > 0.8 and params.depth = 6"
 
 
-@dataclass(frozen=True)
-class Row:
-    """One line of the result table, read from the workers' JSON."""
-
-    label: str
-    workload: str
-    field: str
-    unit: str
-    higher_is_better: bool
-
-
 # ---------------------------------------------------------------------------------------------
-# Worker code. These functions are copied verbatim into the worker script (see ``worker_source``)
-# and run in a fresh interpreter; they may use only the standard library and the tool measured.
+# Worker code. These functions, and ``emit`` and ``progress`` from ``_harness``, are copied verbatim
+# into the worker script (see ``worker_source``) and run in a fresh interpreter; they may use only the
+# standard library and the tool measured.
 # ---------------------------------------------------------------------------------------------
-
-
-def emit(result: dict[str, Any]) -> None:
-    """Report a workload's figures to the parent process as one JSON line on stdout."""
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
-
-
-def progress(message: str) -> None:
-    print(f"    {message}", file=sys.stderr, flush=True)
 
 
 def search_rows(n: int, seed: int) -> list[tuple[int, float, float, float]]:
@@ -310,9 +283,7 @@ def mlflow_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     raise SystemExit(f"unknown workload {workload!r}")
 
 
-WORKER_HEADER = f"""\
-from __future__ import annotations
-
+WORKER_IMPORTS = """\
 import json
 import random
 import statistics
@@ -321,19 +292,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-RESULT_PREFIX = {RESULT_PREFIX!r}
 """
-WORKER_HELPERS = (emit, progress, search_rows, time_queries, rate)
+WORKER_HELPERS = (search_rows, time_queries, rate)
 WORKERS = {"shipway": shipway_worker, "mlflow": mlflow_worker}
 
 
 def worker_source(tool: str) -> str:
     """The text of a standalone worker script for ``tool``."""
-    main = WORKERS[tool]
-    parts = [WORKER_HEADER, *(inspect.getsource(f) for f in (*WORKER_HELPERS, main))]
-    parts.append(f'if __name__ == "__main__":\n    emit({main.__name__}(json.loads(sys.argv[1])))\n')
-    return "\n\n".join(parts)
+    return _harness.worker_script(WORKER_IMPORTS, WORKER_HELPERS, WORKERS[tool])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,81 +307,40 @@ def worker_source(tool: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def mlflow_version(python: Path) -> str | None:
-    """MLflow's version in the environment of ``python``, or None if it does not import."""
-    if not python.exists():
-        return None
-    proc = subprocess.run(
-        [str(python), "-c", "import mlflow; print(mlflow.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=worker_env("mlflow", None),
-    )
-    return proc.stdout.strip().splitlines()[-1] if proc.returncode == 0 and proc.stdout.strip() else None
+def install_mlflow(python: Path) -> None:
+    """Install the latest MLflow into a new bench/.venvs/mlflow, replacing one that does not import it."""
+    if _harness.MLFLOW_VENV.exists():
+        print(f"{_harness.MLFLOW_VENV} exists but does not import mlflow; recreating it.", flush=True)
+        shutil.rmtree(_harness.MLFLOW_VENV)
+    _harness.create_mlflow_venv(python)
+    _harness.pip_install(python, "mlflow")
 
 
 def ensure_mlflow_venv() -> tuple[Path, str]:
     """Create (or reuse) bench/.venvs/mlflow with the latest MLflow; its python and MLflow version."""
-    python = venv_python(MLFLOW_VENV)
-    version = mlflow_version(python)
-    if version is not None:
-        print(f"Reusing {MLFLOW_VENV.relative_to(BENCH_DIR.parent)} (MLflow {version}).", flush=True)
-        return python, version
-    if MLFLOW_VENV.exists():
-        print(f"{MLFLOW_VENV} exists but does not import mlflow; recreating it.", flush=True)
-        shutil.rmtree(MLFLOW_VENV)
-    print(f"Creating {MLFLOW_VENV} and installing the latest MLflow (a minute or two)...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "mlflow"], check=True)
-    version = mlflow_version(python)
-    if version is None:
-        raise SystemExit(f"MLflow was installed into {MLFLOW_VENV} but does not import; see pip's output.")
-    return python, version
-
-
-def worker_env(tool: str, tmp: Path | None) -> dict[str, str]:
-    """The environment of a worker: no outside tracking settings, no telemetry."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SHIPWAY_", "MLFLOW_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")
-    }
-    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "PYTHONUNBUFFERED": "1"})
-    if tool == "shipway" and tmp is not None:
-        env["SHIPWAY_HOME"] = str(tmp)
-    return env
+    failure = f"MLflow was installed into {_harness.MLFLOW_VENV} but does not import; see pip's output."
+    return _harness.ensure_mlflow_venv(("mlflow",), install_mlflow, failure)
 
 
 def run_worker(tool: str, python: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one workload in a fresh process on a fresh folder; the worker's JSON result."""
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{tool}-{cfg['workload']}-", dir=WORK_DIR))
-    try:
+    with _harness.fresh_dir(tool, cfg["workload"]) as tmp:
         script = tmp / "worker.py"
         script.write_text(worker_source(tool), encoding="utf-8")
         proc = subprocess.run(
             [str(python), str(script), json.dumps({**cfg, "tmp": str(tmp)})],
             cwd=tmp,
-            env=worker_env(tool, tmp),
+            env=_harness.worker_env(tool, tmp),
             stdout=subprocess.PIPE,
             text=True,
             timeout=WORKER_TIMEOUT_S,
             check=False,
         )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
+    result = _harness.parse_result(proc.stdout)
+    if proc.returncode != 0 or result is None:
         sys.stderr.write(proc.stdout[-4000:])
         raise SystemExit(f"{tool} worker for {cfg['workload']} failed (exit {proc.returncode}); see above.")
-    return json.loads(lines[-1][len(RESULT_PREFIX) :])
+    return result
 
 
 def table_rows(sizes: dict[str, Any]) -> list[Row]:
@@ -435,35 +360,6 @@ def table_rows(sizes: dict[str, Any]) -> list[Row]:
         Row(f"search {n_search:,} runs: filter + order", "search", "filtered_ms", "ms", False),
         Row(f"search {n_search:,} runs: order only", "search", "ordered_ms", "ms", False),
     ]
-
-
-def fmt_value(value: float, unit: str) -> str:
-    if unit == "ms":
-        return f"{value:,.2f} ms" if value < 10 else f"{value:,.1f} ms"
-    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.1f} {unit}"
-
-
-def fmt_ratio(ratio: float) -> str:
-    if ratio >= 100:
-        return f"{ratio:,.0f}{TIMES}"
-    return f"{ratio:.1f}{TIMES}" if ratio >= 10 else f"{ratio:.2f}{TIMES}"
-
-
-def render_table(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return (
-            "| "
-            + " | ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            )
-            + " |"
-        )
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in body)])
 
 
 def check_results(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -490,87 +386,47 @@ def check_results(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer points and runs: a smoke run")
-    parser.add_argument("--only", choices=sorted(WORKERS), help="run one tool alone")
-    args = parser.parse_args(argv)
-
-    import shipway
-
-    sizes = QUICK if args.quick else FULL
-    tools = [args.only] if args.only else ["mlflow", "shipway"]
-    pythons: dict[str, Path] = {"shipway": Path(sys.executable)}
-    versions = {"shipway": shipway.__version__, "python": platform.python_version()}
-    if "mlflow" in tools:
-        pythons["mlflow"], versions["mlflow"] = ensure_mlflow_venv()
-    names = {"mlflow": "MLflow", "shipway": "Shipway"}
-    print(" | ".join(f"{names[t]} {versions[t]}" for t in tools) + f" | Python {versions['python']}")
-    print(f"Mode: {'quick' if args.quick else 'full'}; {os.cpu_count()} CPUs; {platform.platform()}\n")
-
-    rows = table_rows(sizes)
-    results: dict[str, dict[str, Any]] = {t: {} for t in tools}
-    started = time.perf_counter()
+    description = __doc__.split("\n\n")[0]
+    run = Bench.start(
+        description, "fewer points and runs: a smoke run", argv, FULL, QUICK, ensure_mlflow_venv
+    )
+    rows = table_rows(run.sizes)
     for workload in dict.fromkeys(r.workload for r in rows):
-        for tool in tools:
-            print(f"[{names[tool]}] {workload} ...", flush=True)
+        for tool in run.tools:
+            print(f"[{NAMES[tool]}] {workload} ...", flush=True)
             t0 = time.perf_counter()
             res = run_worker(
                 tool,
-                pythons[tool],
+                run.pythons[tool],
                 {
-                    **sizes,
+                    **run.sizes,
                     "workload": workload,
                     "filter_mlflow": FILTER_MLFLOW,
                     "filter_shipway": FILTER_SHIPWAY,
                 },
             )
-            results[tool][workload] = res
+            run.results[tool][workload] = res
             figures = [fmt_value(res[r.field], r.unit) for r in rows if r.workload == workload]
             print(f"    {', '.join(figures)}  (worker took {time.perf_counter() - t0:.0f} s)", flush=True)
 
-    header = ["workload", *(names[t] for t in tools)]
-    if len(tools) == 2:
+    header = ["workload", *(NAMES[t] for t in run.tools)]
+    if len(run.tools) == 2:
         header.append("ratio (Shipway / MLflow speed)")
     body, table = [], []
     for r in rows:
-        values = {t: results[t][r.workload][r.field] for t in tools}
-        cells = [r.label, *(fmt_value(values[t], r.unit) for t in tools)]
+        values = {t: run.results[t][r.workload][r.field] for t in run.tools}
+        cells = [r.label, *(fmt_value(values[t], r.unit) for t in run.tools)]
         ratio = None
-        if len(tools) == 2:
-            ml, sw = values["mlflow"], values["shipway"]
-            ratio = sw / ml if r.higher_is_better else ml / sw
+        if len(run.tools) == 2:
+            ratio = r.ratio(values["mlflow"], values["shipway"])
             cells.append(fmt_ratio(ratio))
         body.append(cells)
         table.append({"workload": r.label, "unit": r.unit, **values, "ratio": ratio})
 
-    warnings = check_results(results)
-    title = " vs ".join(f"{names[t]} {versions[t]}" for t in tools)
-    mode = "quick" if args.quick else "full"
-    print(f"\n{title} ({mode}, total {time.perf_counter() - started:.0f} s)\n")
+    warnings = check_results(run.results)
+    run.print_title()
     print(render_table(header, body))
-    for w in warnings:
-        print(f"WARNING: {w}")
-
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "mode": "quick" if args.quick else "full",
-                "versions": versions,
-                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                "sizes": sizes,
-                "table": table,
-                "warnings": warnings,
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    print(f"\nWrote {RESULTS_FILE.relative_to(BENCH_DIR.parent)}")
-    return 1 if warnings else 0
+    return run.finish(RESULTS_FILE, table, warnings)
 
 
 if __name__ == "__main__":
