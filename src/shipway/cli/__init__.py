@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 from rich.text import Text
@@ -22,6 +23,26 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import shipway
+
+        print(f"shipway {shipway.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Shipway: track experiments, register models, promote, serve and monitor them."""
+
+
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")

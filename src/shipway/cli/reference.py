@@ -6,19 +6,21 @@ file is out of date or a command is missing from it.
 
 from __future__ import annotations
 
-import click
+from typing import Any
+
 import typer.main
 
 
-def _walk(command: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
+def _walk(command: Any, path: list[str]) -> list[tuple[list[str], Any]]:
     found = [(path, command)]
-    if isinstance(command, click.Group):
+    # Typer ships its own copy of click, so test for the shape of a group, not the class.
+    if hasattr(command, "commands"):
         for name in sorted(command.commands):
             found += _walk(command.commands[name], [*path, name])
     return found
 
 
-def commands() -> list[tuple[list[str], click.Command]]:
+def commands() -> list[tuple[list[str], Any]]:
     """Every command and group, as (words after `shipway`, click command)."""
     from shipway.cli import app
 
@@ -35,7 +37,7 @@ def render() -> str:
     ]
     for path, command in commands():
         name = " ".join(["shipway", *path])
-        ctx = click.Context(command, info_name=name, terminal_width=100, max_content_width=100)
+        ctx = command.context_class(command, info_name=name, terminal_width=100, max_content_width=100)
         lines += [f"## `{name}`", "", "```text", command.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(lines)
 
