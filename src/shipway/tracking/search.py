@@ -379,12 +379,18 @@ def compile_node(node: Any) -> Any:
             )
         else:
             cond = column.in_([v if fld.entity == "metrics" else str(v) for v in values])
-        expr = sa.exists().where(*base, cond)
+        expr = _runs_where(table, fld.key, cond)
         return sa.not_(expr) if node.negate else expr
     value = values[0]
     if fld.entity == "tags" and not isinstance(value, str):
         value = str(value)
-    return sa.exists().where(*base, _OPS[op](column, value))
+    return _runs_where(table, fld.key, _OPS[op](column, value))
+
+
+def _runs_where(table: Any, key: str, condition: Any) -> Any:
+    # "id IN (runs whose KEY satisfies the condition)": the subquery is answered once from the
+    # (key, value) index, where a correlated EXISTS would probe it once per run.
+    return schema.runs.c.id.in_(sa.select(table.c.run_id).where(table.c.key == key, condition))
 
 
 def parse_order_by(order_by: str | Sequence[str] | None) -> list[tuple[Field, bool]]:
