@@ -9,10 +9,7 @@ for any write in flight, so nothing logged before ``end()`` returns is lost.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import functools
-import math
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -124,9 +121,6 @@ class MetricWriter:
         """Stop draining ``buffer`` (after its final flush)."""
         self._live.pop(buffer.run_id, None)
 
-    def is_live(self, run_id: str) -> bool:
-        return run_id in self._live
-
     def nudge(self) -> None:
         """Ask the background thread to flush now (a buffer passed its size limit)."""
         self._wake.set()
@@ -191,17 +185,3 @@ class MetricWriter:
 
 
 writer = MetricWriter()
-
-
-def to_value(value: Any) -> float | None:
-    """A metric value as a float, or None for NaN (stored as NULL)."""
-    v = float(value)
-    return None if math.isnan(v) else v
-
-
-@atexit.register
-def _flush_all_at_exit() -> None:
-    for buffer in list(writer._live.values()):
-        # The interpreter is going away; end() already reported any failure to its caller.
-        with contextlib.suppress(Exception):
-            writer.flush(buffer)

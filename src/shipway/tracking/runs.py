@@ -359,11 +359,6 @@ def active_run() -> Run | None:
         return _active[-1] if _active else None
 
 
-def live_run(run_id: str) -> bool:
-    """Whether this process is recording ``run_id`` right now."""
-    return writer.is_live(run_id)
-
-
 def flush_if_live(run_id: str) -> None:
     """Make this process's own buffered points for ``run_id`` visible to readers."""
     with _active_lock:
