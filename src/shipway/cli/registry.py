@@ -12,6 +12,7 @@ from shipway.cli.output import console, ok, print_json, when
 from shipway.core.errors import IntegrityError
 from shipway.registry import (
     archive_version,
+    check_deletable,
     delete_alias,
     delete_artifacts,
     generate_keypair,
@@ -163,18 +164,7 @@ def models_verify(
     ] = None,
 ) -> None:
     """Recompute every artifact digest and the manifest digest, and check the signature."""
-    v = get_version(name, version)
-    if public_key is not None:
-        if not public_key.is_file():
-            from shipway.core.errors import NotFound
-
-            raise NotFound(f"No public key at {public_key}.")
-        if not v.signed:
-            raise IntegrityError(
-                f"{v.uri} is not signed, so --public-key has nothing to check. "
-                f"Sign it with `shipway models sign {name} {version} --key PRIVATE_KEY`."
-            )
-    report = verify_version(v, public_key)
+    report = verify_version(get_version(name, version), public_key)
     table = Table("check", "result", title=f"verify {report.uri}", title_justify="left")
     for rel, state in report.files.items():
         table.add_row(f"file {rel}", ok(state == "ok", bad=state.upper()))
@@ -263,13 +253,9 @@ def models_delete_artifacts(
     yes: Annotated[bool, typer.Option("--yes", help="Confirm the deletion.")] = False,
 ) -> None:
     """Delete the stored files of an archived version (metadata stays); this is logged."""
-    from shipway.core.errors import Conflict, InvalidInput
+    from shipway.core.errors import InvalidInput
 
-    v = get_version(name, version)
-    if v.artifacts_deleted_at is not None:
-        raise Conflict(f"The files of {name} version {version} were already deleted.")
-    if v.status != "ARCHIVED":
-        raise Conflict(f"Archive {name} version {version} first: shipway models archive {name} {version}")
+    check_deletable(get_version(name, version))  # say what is wrong before asking for --yes
     if not yes:
         raise InvalidInput(f"This deletes the files of {name} version {version} for good; rerun with --yes.")
     doomed = delete_artifacts(name, version)

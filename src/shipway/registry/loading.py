@@ -81,6 +81,19 @@ class VerifyReport:
         )
 
 
+def _check_signable(version: ModelVersion, public_key: str | Path) -> None:
+    """Refuse a signature check that cannot happen: no key file, or an unsigned version."""
+    from shipway.core.errors import IntegrityError, NotFound
+
+    if not Path(public_key).is_file():
+        raise NotFound(f"No public key at {public_key}.")
+    if not version.signed:
+        raise IntegrityError(
+            f"{version.uri} is not signed, so a public key has nothing to check. Sign it with "
+            f"`shipway models sign {version.name} {version.version} --key PRIVATE_KEY`."
+        )
+
+
 def verify_version(
     version: ModelVersion, public_key: str | Path | None = None, *, store: Store | None = None
 ) -> VerifyReport:
@@ -88,6 +101,8 @@ def verify_version(
     from shipway.core.errors import IntegrityError, NotFound
 
     store = store or get_store()
+    if public_key is not None:
+        _check_signable(version, public_key)
     files: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rel, entry in sorted(version.manifest.items()):
@@ -103,8 +118,6 @@ def verify_version(
     signature_ok = None
     if version.signature is not None and public_key is not None:
         signature_ok = integrity.verify_signature(payload, version.signature, Path(public_key))
-    elif version.signature is None and public_key is not None:
-        signature_ok = False
     return VerifyReport(version.uri, files, manifest_ok, version.signed, signature_ok, version.signing_key)
 
 
@@ -123,9 +136,8 @@ def load_model(
             "recorded digest. Do not use this version."
         )
     if public_key is not None:
-        if version.signature is None:
-            raise IntegrityError(f"{version.uri} is not signed, and a public key was given to check it.")
-        if not integrity.verify_signature(payload, version.signature, Path(public_key)):
+        _check_signable(version, public_key)
+        if not integrity.verify_signature(payload, version.signature or "", Path(public_key)):
             raise IntegrityError(f"The signature of {version.uri} does not verify with {public_key}.")
     flavor = get_flavor(version.flavor)
     tmp = tempfile.TemporaryDirectory(prefix="shipway-load-")

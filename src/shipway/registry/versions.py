@@ -508,14 +508,24 @@ def archive_version(name: str, version: int, *, store: Store | None = None) -> M
     return get_version(name, version, store=store)
 
 
+def check_deletable(version: ModelVersion) -> None:
+    """Refuse to delete the artifacts of a version that is not archived, or whose files are gone."""
+    if version.status != ARCHIVED:
+        raise Conflict(
+            f"Archive version {version.version} of {version.name!r} before deleting its artifacts: "
+            f"shipway models archive {version.name} {version.version}"
+        )
+    if version.artifacts_deleted_at is not None:
+        raise Conflict(
+            f"The artifacts of version {version.version} of {version.name!r} were already deleted."
+        )
+
+
 def delete_artifacts(name: str, version: int, *, store: Store | None = None) -> list[str]:
     """Delete the blobs of an archived version that nothing else refers to; returns their digests."""
     store = store or get_store()
     current = get_version(name, version, store=store)
-    if current.status != ARCHIVED:
-        raise Conflict(f"Archive version {version} of {name!r} before deleting its artifacts.")
-    if current.artifacts_deleted_at is not None:
-        raise Conflict(f"The artifacts of version {version} of {name!r} were already deleted.")
+    check_deletable(current)
     digests = {f["digest"] for f in current.manifest.values()}
     m = schema.model_versions
     with store.read() as conn:
