@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 import shipway
+from shipway.governance import audit
 from shipway.registry import (
     archive_version,
     delete_artifacts,
@@ -142,6 +143,9 @@ def test_concurrent_registration_gives_gap_free_numbers(store: Store, tmp_path: 
     with store.read() as conn:
         numbers = sorted(conn.execute(sa.select(schema.model_versions.c.version)).scalars().all())
     assert numbers == list(range(1, 21))
+    registered = [e.subject for e in audit.entries(action="version.registered", store=store)]
+    assert sorted(registered) == sorted(f"model/race/{n}" for n in range(1, 21))
+    assert audit.verify(store=store).ok
 
 
 def test_versions_record_frames_as_example(store: Store, sk_model, churn_data) -> None:

@@ -16,6 +16,17 @@ def test_code_expects_the_newest_migration() -> None:
     assert head_revision() == SCHEMA_REVISION
 
 
+def test_the_migrations_build_exactly_the_tables_the_code_declares(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from shipway.store import schema
+
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    assert diff == []
+
+
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(shipway_home: Path) -> None:
     store = Store(Settings.resolve())
     with store.read() as conn:
@@ -93,7 +104,7 @@ def test_upgrading_an_older_store_keeps_its_runs(store_uri: str) -> None:
             )
         )
     reset_default_store()
-    with pytest.raises(Conflict, match="needs 0002"):
+    with pytest.raises(Conflict, match=f"needs {SCHEMA_REVISION}"):
         Store(Settings.resolve())
     assert upgrade(engine) == SCHEMA_REVISION
     engine.dispose()

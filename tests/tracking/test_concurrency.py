@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 import shipway
+from shipway.governance import audit
 from shipway.store import Store, schema
 
 WORKER = textwrap.dedent(
@@ -57,6 +58,12 @@ def test_eight_processes_lose_no_points_and_never_see_a_locked_database(store: S
     page = shipway.search_runs("parallel", limit=100)
     assert len(page) == 8 and {r.status for r in page} == {"FINISHED"}
     assert all(r.metrics["acc"] == (steps - 1) / steps for r in page)
+    # Eight processes appended to one audit chain at once: it must still be whole and gap-free.
+    report = audit.verify(store=store)
+    assert report.ok, report.problem
+    created = audit.entries(action="run.created", store=store)
+    ended = audit.entries(action="run.ended", store=store)
+    assert {e.subject for e in created} == {e.subject for e in ended} == {f"run/{r}" for r in run_ids}
 
 
 KILLED = textwrap.dedent(

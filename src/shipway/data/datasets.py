@@ -21,7 +21,7 @@ from shipway.core.errors import InvalidInput, NotFound
 from shipway.core.ids import new_id
 from shipway.core.names import check_name
 from shipway.data.profile import kind_of, profile_frame
-from shipway.store import Store, get_store, schema
+from shipway.store import Store, audit, get_store, schema
 from shipway.store.db import insert_for
 
 
@@ -182,6 +182,12 @@ def log_dataset(
                 latest = conn.execute(sa.select(sa.func.max(t.c.version)).where(t.c.name == name)).scalar()
                 row["version"] = (latest or 0) + 1
                 conn.execute(t.insert().values(**row))
+                audit.append(
+                    conn,
+                    "dataset.logged",
+                    f"dataset/{name}/{row['version']}",
+                    {"content_hash": digest, "rows": row["num_rows"]},
+                )
             break
         except sa.exc.IntegrityError:
             continue  # another process took this version number (PostgreSQL); read again

@@ -92,8 +92,8 @@ def generate_keypair(folder: Path, name: str = "shipway") -> tuple[Path, Path]:
     return private, public
 
 
-def sign(payload: bytes, private_key_path: Path) -> tuple[str, str]:
-    """Sign ``payload``; returns (base64 signature, key id of the matching public key)."""
+def load_private_key(private_key_path: Path) -> Any:
+    """The ed25519 private key in a PEM file, or an error that says how to make one."""
     serialization, ed25519 = _crypto()
     try:
         key = serialization.load_pem_private_key(Path(private_key_path).read_bytes(), password=None)
@@ -107,6 +107,27 @@ def sign(payload: bytes, private_key_path: Path) -> tuple[str, str]:
         raise InvalidInput(
             f"{private_key_path} is not an ed25519 key; create one with `shipway models keygen`."
         )
+    return key
+
+
+def load_public_key(public_key_path: Path) -> Any:
+    """The ed25519 public key in a PEM file."""
+    serialization, ed25519 = _crypto()
+    try:
+        key = serialization.load_pem_public_key(Path(public_key_path).read_bytes())
+    except FileNotFoundError:
+        raise NotFound(f"No public key at {public_key_path}.") from None
+    except ValueError as exc:
+        raise InvalidInput(f"{public_key_path} is not a PEM public key: {exc}") from exc
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise InvalidInput(f"{public_key_path} is not an ed25519 public key.")
+    return key
+
+
+def sign(payload: bytes, private_key_path: Path) -> tuple[str, str]:
+    """Sign ``payload``; returns (base64 signature, key id of the matching public key)."""
+    serialization, _ = _crypto()
+    key = load_private_key(private_key_path)
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -117,15 +138,7 @@ def verify_signature(payload: bytes, signature_b64: str, public_key_path: Path) 
     """Whether ``signature_b64`` is a valid signature of ``payload`` by the key at ``public_key_path``."""
     from cryptography.exceptions import InvalidSignature
 
-    serialization, ed25519 = _crypto()
-    try:
-        key = serialization.load_pem_public_key(Path(public_key_path).read_bytes())
-    except FileNotFoundError:
-        raise NotFound(f"No public key at {public_key_path}.") from None
-    except ValueError as exc:
-        raise InvalidInput(f"{public_key_path} is not a PEM public key: {exc}") from exc
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise InvalidInput(f"{public_key_path} is not an ed25519 public key.")
+    key = load_public_key(public_key_path)
     try:
         key.verify(base64.b64decode(signature_b64), payload)
         return True

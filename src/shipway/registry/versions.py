@@ -10,14 +10,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from shipway.core.actor import current_actor
 from shipway.core.clock import now_ms
-from shipway.core.errors import Conflict, InvalidInput, NotFound
+from shipway.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from shipway.core.ids import new_id
 from shipway.core.names import check_name
 from shipway.registry import integrity
 from shipway.registry.flavors import flavor_for
 from shipway.registry.signature import Signature, as_frame, infer_signature
-from shipway.store import Store, get_store, safe_destination, schema
+from shipway.store import Store, audit, get_store, safe_destination, schema
 from shipway.store.db import insert_for
 
 READY, ARCHIVED = "READY", "ARCHIVED"
@@ -79,10 +80,8 @@ class ModelVersion:
         )
 
 
-def _user() -> str | None:
-    from shipway.tracking import current_user
-
-    return current_user()
+def _user() -> str:
+    return current_actor().name
 
 
 def _run_lineage(store: Store, run: Any) -> tuple[str, dict[str, Any]]:
@@ -235,6 +234,16 @@ def register_model(
                         created_by=user,
                     )
                 )
+                audit.append(
+                    conn,
+                    "version.registered",
+                    f"model/{name}/{number}",
+                    {
+                        "manifest_digest": integrity.manifest_digest(payload),
+                        "flavor": flavor.name,
+                        "run_id": run_id,
+                    },
+                )
             return get_version(name, number, store=store)
         except sa.exc.IntegrityError:
             continue  # another process took this number (PostgreSQL); take the next one
@@ -380,45 +389,87 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-def _record(conn: sa.Connection, version_id: str, field_name: str, old: Any, new: Any) -> None:
+# The audit action for each kind of recorded edit.
+_EDIT_ACTIONS = {
+    "status": "version.archived",
+    "artifacts_deleted": "version.artifacts_deleted",
+    "signature": "version.signed",
+}
+
+
+def _record(
+    conn: sa.Connection, version_id: str, field_name: str, old: Any, new: Any, *, subject: str
+) -> None:
     conn.execute(
         schema.model_version_edits.insert().values(
             version_id=version_id, field=field_name, old=old, new=new, at=now_ms(), by=_user()
         )
     )
+    if field_name.startswith("alias:"):
+        action, payload = "alias.set", {"alias": field_name[6:], "from": old, "to": new}
+    else:
+        action = _EDIT_ACTIONS.get(field_name, "version.edited")
+        payload = {"field": field_name, "old": old, "new": new}
+    audit.append(conn, action, subject, payload)
+
+
+def governed_aliases(conn: sa.Connection) -> set[str]:
+    """The environments of the policy in force: their aliases move only through promotion."""
+    p = schema.policies
+    document = conn.execute(sa.select(p.c.document).order_by(p.c.version.desc()).limit(1)).scalar()
+    return set(document.get("environments", [])) if document else set()
+
+
+def _refuse_governed(conn: sa.Connection, name: str, alias: str) -> None:
+    if alias in governed_aliases(conn):
+        raise PermissionDenied(
+            f"Alias {alias!r} of {name!r} is a governed environment in the policy in force; it moves "
+            f"only through promotion: shipway promote {name} <version> --to {alias}"
+        )
 
 
 def set_alias(name: str, alias: str, version: int, *, store: Store | None = None) -> None:
-    """Point ``alias`` at a version (creating or moving it); the move is recorded."""
+    """Point ``alias`` at a version (creating or moving it); the move is recorded.
+
+    Aliases named as environments in the policy in force are refused: those move only through
+    :func:`shipway.governance.promote`.
+    """
     check_alias(alias)
     store = store or get_store()
-    m, a = schema.model_versions, schema.model_aliases
     with store.write() as conn:
-        model_id = _model_id(conn, name)
-        target = conn.execute(
-            sa.select(m.c.id, m.c.status).where(m.c.model_id == model_id, m.c.version == version)
-        ).first()
-        if target is None:
-            raise NotFound(f"Model {name!r} has no version {version}.")
-        if target.status == ARCHIVED:
-            raise Conflict(f"Version {version} of {name!r} is archived; an alias cannot point at it.")
-        previous = conn.execute(
-            sa.select(a.c.version).where(a.c.model_id == model_id, a.c.alias == alias)
-        ).scalar()
-        stmt = insert_for(store.dialect)(a).values(
-            model_id=model_id, alias=alias, version=version, updated_at=now_ms(), updated_by=_user()
+        _refuse_governed(conn, name, alias)
+        move_alias(conn, store.dialect, name, alias, version)
+
+
+def move_alias(conn: sa.Connection, dialect: str, name: str, alias: str, version: int) -> int | None:
+    """Move an alias inside the caller's transaction (no governance check); returns the old target."""
+    m, a = schema.model_versions, schema.model_aliases
+    model_id = _model_id(conn, name)
+    target = conn.execute(
+        sa.select(m.c.id, m.c.status).where(m.c.model_id == model_id, m.c.version == version)
+    ).first()
+    if target is None:
+        raise NotFound(f"Model {name!r} has no version {version}.")
+    if target.status == ARCHIVED:
+        raise Conflict(f"Version {version} of {name!r} is archived; an alias cannot point at it.")
+    previous = conn.execute(
+        sa.select(a.c.version).where(a.c.model_id == model_id, a.c.alias == alias)
+    ).scalar()
+    stmt = insert_for(dialect)(a).values(
+        model_id=model_id, alias=alias, version=version, updated_at=now_ms(), updated_by=_user()
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[a.c.model_id, a.c.alias],
+            set_={
+                "version": stmt.excluded.version,
+                "updated_at": stmt.excluded.updated_at,
+                "updated_by": stmt.excluded.updated_by,
+            },
         )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[a.c.model_id, a.c.alias],
-                set_={
-                    "version": stmt.excluded.version,
-                    "updated_at": stmt.excluded.updated_at,
-                    "updated_by": stmt.excluded.updated_by,
-                },
-            )
-        )
-        _record(conn, target.id, f"alias:{alias}", previous, version)
+    )
+    _record(conn, target.id, f"alias:{alias}", previous, version, subject=f"model/{name}/{version}")
+    return previous
 
 
 def delete_alias(name: str, alias: str, *, store: Store | None = None) -> None:
@@ -426,8 +477,11 @@ def delete_alias(name: str, alias: str, *, store: Store | None = None) -> None:
     store = store or get_store()
     a = schema.model_aliases
     with store.write() as conn:
+        _refuse_governed(conn, name, alias)
         model_id = _model_id(conn, name)
         deleted = conn.execute(sa.delete(a).where(a.c.model_id == model_id, a.c.alias == alias)).rowcount
+        if deleted:
+            audit.append(conn, "alias.deleted", f"model/{name}", {"alias": alias})
     if not deleted:
         raise NotFound(f"Model {name!r} has no alias {alias!r}.")
 
@@ -462,7 +516,7 @@ def update_version(
                 m.update().where(m.c.id == current.id).values(**{k: v[1] for k, v in changes.items()})
             )
             for key, (old, new) in changes.items():
-                _record(conn, current.id, key, old, new)
+                _record(conn, current.id, key, old, new, subject=_subject(current))
     return get_version(name, version, store=store)
 
 
@@ -504,7 +558,7 @@ def archive_version(name: str, version: int, *, store: Store | None = None) -> M
         m = schema.model_versions
         with store.write() as conn:
             conn.execute(m.update().where(m.c.id == current.id).values(status=ARCHIVED, archived_at=now_ms()))
-            _record(conn, current.id, "status", current.status, ARCHIVED)
+            _record(conn, current.id, "status", current.status, ARCHIVED, subject=_subject(current))
     return get_version(name, version, store=store)
 
 
@@ -547,8 +601,12 @@ def delete_artifacts(name: str, version: int, *, store: Store | None = None) -> 
         store.blobs.delete(digest)
     with store.write() as conn:
         conn.execute(m.update().where(m.c.id == current.id).values(artifacts_deleted_at=now_ms()))
-        _record(conn, current.id, "artifacts_deleted", None, doomed)
+        _record(conn, current.id, "artifacts_deleted", None, doomed, subject=_subject(current))
     return doomed
+
+
+def _subject(version: ModelVersion) -> str:
+    return f"model/{version.name}/{version.version}"
 
 
 def materialize(version: ModelVersion, dest: Path, *, store: Store | None = None) -> Path:
@@ -591,5 +649,5 @@ def sign_version(
     m = schema.model_versions
     with store.write() as conn:
         conn.execute(m.update().where(m.c.id == current.id).values(signature=signature, signing_key=key))
-        _record(conn, current.id, "signature", current.signing_key, key)
+        _record(conn, current.id, "signature", current.signing_key, key, subject=_subject(current))
     return get_version(name, version, store=store)

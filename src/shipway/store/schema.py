@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 # The revision the code expects; a test pins it to the newest Alembic script.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -199,4 +199,115 @@ model_version_edits = sa.Table(
     sa.Column("at", sa.BigInteger, nullable=False),
     sa.Column("by", sa.String(256), nullable=True),
     sa.Index(None, "version_id", "at"),
+)
+
+# -- governance -------------------------------------------------------------------------------
+
+# The append-only, hash-chained log of every state change. Triggers refuse UPDATE and DELETE;
+# ``payload`` is the canonical JSON text that the hash covers, so verification never depends on
+# how a database re-serializes JSON.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("time", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(512), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index(None, "time"),
+)
+
+# One row: the chain's head, moved in the same transaction as each append, so deleting the
+# newest entries is caught even without an exported checkpoint.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+principals = sa.Table(
+    "principals",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("disabled_at", sa.BigInteger, nullable=True),
+)
+
+role_grants = sa.Table(
+    "role_grants",
+    metadata,
+    sa.Column("principal_id", sa.String(32), sa.ForeignKey("principals.id"), primary_key=True),
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("principal_id", sa.String(32), sa.ForeignKey("principals.id"), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(32), nullable=False),
+    sa.Column("ceiling", sa.String(16), nullable=True),
+    sa.Column("models", JSONType, nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=True),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+    sa.Column("last_used_at", sa.BigInteger, nullable=True),
+)
+
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("document", JSONType, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("applied_at", sa.BigInteger, nullable=False),
+    sa.Column("applied_by", sa.String(256), nullable=False),
+)
+
+promotion_requests = sa.Table(
+    "promotion_requests",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model_id", sa.String(32), sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("policy_version", sa.Integer, nullable=True),
+    sa.Column("artifact_digest", sa.String(64), nullable=False),
+    sa.Column("approvals_needed", sa.Integer, nullable=False),
+    sa.Column("report", JSONType, nullable=False),
+    sa.Column("requested_by", sa.String(256), nullable=False),
+    sa.Column("requested_at", sa.BigInteger, nullable=False),
+    sa.Column("decided_at", sa.BigInteger, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Index(None, "model_id", "version", "environment"),
+    sa.Index(None, "status"),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("request_id", sa.String(32), sa.ForeignKey("promotion_requests.id"), nullable=False),
+    sa.Column("approver", sa.String(256), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("artifact_digest", sa.String(64), nullable=False),
+    sa.Column("policy_version", sa.Integer, nullable=True),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("request_id", "approver"),
 )

@@ -10,7 +10,7 @@ from shipway.core.clock import now_ms
 from shipway.core.errors import NotFound
 from shipway.core.ids import new_id
 from shipway.core.names import check_name
-from shipway.store import Store, schema
+from shipway.store import Store, audit, schema
 from shipway.store.db import insert_for
 
 
@@ -35,11 +35,13 @@ def ensure_experiment(store: Store, name: str) -> str:
         return found
     insert = insert_for(store.dialect)
     with store.write() as conn:
-        conn.execute(
+        created = conn.execute(
             insert(t)
             .values(id=new_id(), name=name, created_at=now_ms())
             .on_conflict_do_nothing(index_elements=[t.c.name])
-        )
+        ).rowcount
+        if created:
+            audit.append(conn, "experiment.created", f"experiment/{name}")
         return conn.execute(sa.select(t.c.id).where(t.c.name == name)).scalar_one()
 
 

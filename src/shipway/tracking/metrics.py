@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import sqlalchemy as sa
 
 from shipway.core.clock import now_ms
-from shipway.store import schema
+from shipway.store import audit, schema
 from shipway.store.db import insert_for
 
 if TYPE_CHECKING:
@@ -177,7 +177,15 @@ class MetricWriter:
                     if points:
                         write_points(conn, buffer.run_id, points)
                     if finish is not None:
+                        actor = finish.pop("actor", None)
                         conn.execute(_FINISH, {"run_id": buffer.run_id, **finish})
+                        audit.append(
+                            conn,
+                            "run.ended",
+                            f"run/{buffer.run_id}",
+                            {"status": finish["status"], "points": len(points)},
+                            actor=actor,
+                        )
             except BaseException:
                 buffer.pending = points
                 raise

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from shipway.core.actor import current_actor
 from shipway.core.clock import now_ms
 from shipway.core.errors import Conflict, InvalidInput
 from shipway.core.ids import new_id
 from shipway.core.names import check_name
-from shipway.store import Store, get_store, schema
+from shipway.store import Store, audit, get_store, schema
 from shipway.store.db import insert_for
 from shipway.tracking import lineage
 from shipway.tracking.experiments import ensure_experiment
@@ -104,6 +105,9 @@ class Run:
         self._params: dict[str, str] = {}
         self._ended = False
         self.status = RUNNING
+        # Who started the run; the run's end is recorded in the audit log under the same name,
+        # even when an exit hook or the writer thread ends it.
+        self.user = current_actor().name
 
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.experiment}/{self.name} {self.status}>"
@@ -247,7 +251,7 @@ class Run:
             return
         if status not in (FINISHED, FAILED, KILLED):
             raise InvalidInput(f"A run ends as FINISHED, FAILED or KILLED, not {status!r}.")
-        finish = {"status": status, "end_time": now_ms(), "error": error}
+        finish = {"status": status, "end_time": now_ms(), "error": error, "actor": self.user}
         writer.flush(self._buffer, finish=finish)
         writer.unregister(self._buffer)
         self._ended = True
@@ -317,6 +321,7 @@ def start_run(
     if exp_id is None:
         exp_id = cache[("experiment", experiment)] = ensure_experiment(store, experiment)
     captured = lineage.capture(store.settings.home)
+    actor = current_actor().name
     env_hash, packages = lineage.environment()
     pid = os.getpid()
     row = {
@@ -325,7 +330,7 @@ def start_run(
         "name": name,
         "status": RUNNING,
         "start_time": now_ms(),
-        "user": captured["user"],
+        "user": actor,
         "host": captured["host"],
         "pid": pid,
         "pid_started": lineage.process_started(pid),
@@ -342,6 +347,9 @@ def start_run(
                 .on_conflict_do_nothing(index_elements=[schema.environments.c.hash])
             )
         conn.execute(_INSERT_RUN, row)
+        audit.append(
+            conn, "run.created", f"run/{run_id}", {"experiment": experiment, "name": name}, actor=actor
+        )
     cache[("environment", env_hash)] = True
     run = Run(store, run_id, experiment, name)
     writer.register(run._buffer)
