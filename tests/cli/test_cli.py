@@ -132,7 +132,7 @@ def test_db_upgrade_creates_then_reports_current(shipway_home: Path) -> None:
 
 
 def test_up_refuses_public_addresses_without_auth() -> None:
-    out = sh("up", "--host", "0.0.0.0")
+    out = sh("up", "--insecure-local", "--host", "0.0.0.0")
     assert out.returncode == 2 and "loopback only" in out.stderr
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from shipway.cli import governance as gov
 from shipway.cli.admin import db_app, doctor, up
 from shipway.cli.output import err_console
 from shipway.cli.registry import models_app
@@ -49,6 +50,17 @@ app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 app.command("doctor")(doctor)
 app.command("up")(up)
+app.command("server")(up)
+app.command("promote")(gov.promote)
+app.command("approve")(gov.approve)
+app.command("reject")(gov.reject)
+app.add_typer(gov.requests_app, name="requests")
+app.add_typer(gov.policy_app, name="policy")
+app.add_typer(gov.audit_app, name="audit")
+app.add_typer(gov.token_app, name="token")
+app.add_typer(gov.users_app, name="users")
+app.command("whoami")(gov.whoami)
+app.command("init")(gov.init)
 
 
 def main() -> None:

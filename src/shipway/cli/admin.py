@@ -151,8 +151,8 @@ def _check_loopback(host: str) -> None:
         loopback = False
     if not loopback:
         raise InvalidInput(
-            f"Refusing to listen on {host}: the server has no authentication yet, so it binds to "
-            "loopback only. Use --host 127.0.0.1 and put an authenticating proxy in front."
+            f"Refusing to listen on {host} with --insecure-local: without authentication the server "
+            "binds to loopback only. Drop --insecure-local to require tokens, or use --host 127.0.0.1."
         )
 
 
@@ -170,25 +170,38 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def up(
-    host: Annotated[
-        str, typer.Option(help="Address to listen on (loopback only for now).", envvar="SHIPWAY_HOST")
-    ] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to listen on.", envvar="SHIPWAY_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", envvar="SHIPWAY_PORT")] = 5050,
+    insecure_local: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-local",
+            help="Serve without authentication, as the local OS user; loopback addresses only.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the Shipway server on the configured store (embedded SQLite + local folder by default)."""
+    """Run the Shipway server on the configured store (embedded SQLite + local folder by default).
+
+    Every API call needs a token (`shipway token create`) unless --insecure-local is given.
+    """
     import uvicorn
 
     from shipway.server import create_app
 
-    _check_loopback(host)
+    if insecure_local:
+        _check_loopback(host)
     _check_port_free(host, port)
     settings = Settings.resolve()
     store = Store(settings)
-    app = create_app(store)
+    app = create_app(store, insecure_local=insecure_local)
     console.print(f"Shipway {shipway.__version__} listening on http://{host}:{port}")
     console.print(f"  store:     {store.describe()}")
     console.print(f"  artifacts: {settings.artifact_uri}")
     console.print(f"  health:    http://{host}:{port}/health   API docs: http://{host}:{port}/docs")
+    if insecure_local:
+        console.print("  auth:      NONE (--insecure-local): every caller acts as the local OS user")
+    else:
+        console.print("  auth:      bearer tokens; make one with `shipway token create`")
     console.print("Press Ctrl-C to stop.")
     sys.stdout.flush()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shipway.core.errors import InvalidInput, PermissionDenied
-from shipway.registry.flavors._common import defined_in, require, version_of
+from shipway.registry.flavors._common import defined_in, long_lived_imports, require, version_of
 
 __all__ = ["DEFAULT_TRUSTED_PREFIXES", "SKLEARN", "SklearnFlavor"]
 
@@ -50,14 +50,15 @@ def _skops_io() -> Any:
         # on that default: load() computes the trusted list itself from the allow-list below.
         # So skops is imported with an empty estimator list, which only makes its own default
         # stricter for anyone else in this process.
-        import sklearn.utils
+        with long_lived_imports():
+            import sklearn.utils
 
-        real = sklearn.utils.all_estimators
-        sklearn.utils.all_estimators = lambda *args, **kwargs: []  # type: ignore[assignment]
-        try:
-            require("skops.io", "sklearn", "Saving or loading a scikit-learn model")
-        finally:
-            sklearn.utils.all_estimators = real
+            real = sklearn.utils.all_estimators
+            sklearn.utils.all_estimators = lambda *args, **kwargs: []  # type: ignore[assignment]
+            try:
+                require("skops.io", "sklearn", "Saving or loading a scikit-learn model")
+            finally:
+                sklearn.utils.all_estimators = real
     return require("skops.io", "sklearn", "Saving or loading a scikit-learn model")
 
 

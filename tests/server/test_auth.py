@@ -1,0 +1,256 @@
+"""Authentication and authorization over real HTTP: the role x endpoint matrix, property-level checks.
+
+The server is uvicorn on a loopback port, serving the test's store (SQLite or PostgreSQL).
+"""
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from servers import free_port
+from sklearn.dummy import DummyClassifier
+
+import shipway
+from shipway import governance
+from shipway.core.actor import acting_as
+from shipway.governance import identity
+from shipway.server import create_app
+from shipway.store import Store
+
+POLICY = """
+environments: [staging, prod]
+models:
+  default:
+    prod:
+      approvals: {count: 5, role: approver, distinct_from: [author, requester]}
+"""
+
+ROLES = ["viewer", "contributor", "approver", "admin"]
+PEOPLE = {"viewer": "vic", "contributor": "cora", "approver": "abe", "admin": "ada"}
+
+
+@pytest.fixture
+def api(store: Store) -> Iterator[dict[str, Any]]:
+    shipway.register_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="churn")
+    governance.apply_policy(POLICY, store=store)
+    tokens, actors = {}, {}
+    for role, name in PEOPLE.items():
+        governance.add_principal(name, role, store=store)
+        _, tokens[role] = governance.create_token(name, store=store)
+        actors[role] = identity.authenticate(tokens[role], store=store)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        yield {"client": client, "tokens": tokens, "actors": actors, "store": store}
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _pending_prod(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    # A fresh pending request, made by the contributor, so approvers are neither author nor requester.
+    with acting_as(ctx["actors"]["contributor"]):
+        governance.promote("churn", 1, "prod", store=ctx["store"])
+    return {}
+
+
+def _alias(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    shipway.set_alias("churn", "temp", 1)
+    return {}
+
+
+def _own_token(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    actor = ctx["actors"].get(role)
+    if actor is None:
+        return {"token_id": "0" * 32}
+    with acting_as(actor):
+        info, _ = governance.create_token(store=ctx["store"])
+    return {"token_id": info.id}
+
+
+def _request_id(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    with acting_as(ctx["actors"]["contributor"]):
+        request = governance.promote("churn", 1, "prod", store=ctx["store"])
+    return {"request_id": request.id}
+
+
+# (method, route, least role or "public", request body or a maker of one, setup before each call)
+MATRIX: list[tuple[str, str, str, Any, Callable[..., dict[str, Any]] | None]] = [
+    ("GET", "/health", "public", None, None),
+    ("GET", "/openapi.json", "public", None, None),
+    ("GET", "/docs", "public", None, None),
+    ("GET", "/docs/oauth2-redirect", "public", None, None),
+    ("GET", "/redoc", "public", None, None),
+    ("GET", "/api/v1/server", "admin", None, None),
+    ("GET", "/api/v1/whoami", "viewer", None, None),
+    ("GET", "/api/v1/experiments", "viewer", None, None),
+    ("GET", "/api/v1/experiments/{experiment}/runs", "viewer", None, None),
+    ("GET", "/api/v1/runs/{run_id}", "viewer", None, None),
+    ("GET", "/api/v1/runs/{run_id}/metrics/{key:path}", "viewer", None, None),
+    ("GET", "/api/v1/models", "viewer", None, None),
+    ("GET", "/api/v1/models/{name}/versions", "viewer", None, None),
+    ("GET", "/api/v1/models/{name}/versions/{version}", "viewer", None, None),
+    ("GET", "/api/v1/models/{name}/aliases/{alias}", "viewer", None, None),
+    ("PUT", "/api/v1/models/{name}/aliases/{alias}", "contributor", {"version": 1}, None),
+    ("DELETE", "/api/v1/models/{name}/aliases/{alias}", "contributor", None, _alias),
+    ("PATCH", "/api/v1/models/{name}/versions/{version}", "contributor", {"description": "d"}, None),
+    ("POST", "/api/v1/models/{name}/versions/{version}/promote", "contributor", {"to": "staging"}, None),
+    ("POST", "/api/v1/models/{name}/versions/{version}/approve", "approver", {"to": "prod"}, _pending_prod),
+    (
+        "POST",
+        "/api/v1/models/{name}/versions/{version}/reject",
+        "approver",
+        {"to": "prod", "reason": "no"},
+        _pending_prod,
+    ),
+    ("GET", "/api/v1/requests", "viewer", None, None),
+    ("GET", "/api/v1/requests/{request_id}", "viewer", None, _request_id),
+    ("GET", "/api/v1/policy", "viewer", None, None),
+    ("PUT", "/api/v1/policy", "admin", {"source": POLICY}, None),
+    ("GET", "/api/v1/audit", "admin", None, None),
+    ("GET", "/api/v1/audit/verify", "admin", None, None),
+    ("POST", "/api/v1/tokens", "viewer", {"description": "matrix"}, None),
+    ("GET", "/api/v1/tokens", "viewer", None, None),
+    ("DELETE", "/api/v1/tokens/{token_id}", "viewer", None, _own_token),
+    ("GET", "/api/v1/principals", "admin", None, None),
+    ("POST", "/api/v1/principals", "admin", lambda: {"name": f"u-{uuid.uuid4().hex[:8]}"}, None),
+    ("POST", "/api/v1/principals/{principal}/grants", "admin", {"role": "viewer", "model": "churn"}, None),
+]
+
+
+def test_every_route_is_in_the_matrix(api: dict[str, Any]) -> None:
+    app_routes = {
+        (method, route.path)
+        for route in create_app(api["store"]).routes
+        for method in getattr(route, "methods", set()) - {"HEAD"}
+    }
+    assert app_routes == {(m, path) for m, path, *_ in MATRIX}
+
+
+def test_role_by_endpoint_matrix(api: dict[str, Any]) -> None:
+    client: httpx.Client = api["client"]
+    with shipway.start_run(experiment="churn") as run:
+        run.log_metric("loss", 0.5)
+    shipway.set_alias("churn", "champion", 1)
+    values = {
+        "experiment": "churn",
+        "run_id": run.id,
+        "key": "loss",
+        "name": "churn",
+        "version": "1",
+        "alias": "champion",
+        "principal": "vic",
+    }
+    failures = []
+    callers = ["anonymous", "bad-token", *ROLES]
+    for method, route, least, body, setup in MATRIX:
+        for caller in callers:
+            extra = setup(api, caller) if setup and (caller in ROLES) else {}
+            if setup is _own_token and caller not in ROLES:
+                extra = {"token_id": "0" * 32}
+            if setup is _request_id and caller not in ROLES:
+                extra = _request_id(api, "contributor")
+            path_values = {**values, **extra}
+            if route.endswith("aliases/{alias}") and method == "DELETE":
+                path_values["alias"] = "temp"
+            path = route.replace("{key:path}", "{key}").format(**path_values)
+            headers = {}
+            if caller == "bad-token":
+                headers["Authorization"] = "Bearer " + identity.new_token_secret()
+            elif caller in ROLES:
+                headers["Authorization"] = "Bearer " + api["tokens"][caller]
+            payload = body() if callable(body) else body
+            response = client.request(method, path, json=payload, headers=headers)
+            if least == "public":
+                expected = "2xx"
+            elif caller in ("anonymous", "bad-token"):
+                expected = "401"
+            elif ROLES.index(caller) < ROLES.index(least):
+                expected = "403"
+            else:
+                expected = "2xx"
+            got = "2xx" if 200 <= response.status_code < 300 else str(response.status_code)
+            if got != expected:
+                failures.append(
+                    f"{method} {route} as {caller}: {response.status_code} (want {expected}) "
+                    f"{response.text[:200]}"
+                )
+            elif got != "2xx" and response.headers.get("content-type", "").startswith("application/json"):
+                assert set(response.json()["error"]) == {"code", "message", "details"}
+    assert not failures, "\n".join(failures)
+
+
+def test_clients_cannot_set_server_owned_fields(api: dict[str, Any]) -> None:
+    client: httpx.Client = api["client"]
+    admin = {"Authorization": "Bearer " + api["tokens"]["admin"]}
+    for method, path, body in [
+        ("PATCH", "/api/v1/models/churn/versions/1", {"created_by": "mallory"}),
+        ("PATCH", "/api/v1/models/churn/versions/1", {"status": "ARCHIVED"}),
+        ("POST", "/api/v1/models/churn/versions/1/promote", {"to": "staging", "status": "completed"}),
+        ("POST", "/api/v1/models/churn/versions/1/approve", {"to": "prod", "approver": "bob"}),
+        ("POST", "/api/v1/tokens", {"principal_id": "x"}),
+    ]:
+        response = client.request(method, path, json=body, headers=admin)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["code"] == "invalid_input"
+    version = client.get("/api/v1/models/churn/versions/1", headers=admin).json()
+    assert version["status"] == "READY" and version["created_by"] != "mallory"
+
+
+def test_a_model_scoped_token_sees_only_its_models(api: dict[str, Any]) -> None:
+    shipway.register_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="fraud")
+    _, secret = governance.create_token("ada", models=["fraud"], store=api["store"])
+    headers = {"Authorization": f"Bearer {secret}"}
+    client: httpx.Client = api["client"]
+    assert [m["name"] for m in client.get("/api/v1/models", headers=headers).json()["models"]] == ["fraud"]
+    denied = client.get("/api/v1/models/churn/versions", headers=headers)
+    assert denied.status_code == 403 and "does not cover model 'churn'" in denied.json()["error"]["message"]
+    assert client.get("/api/v1/models/fraud/versions", headers=headers).status_code == 200
+
+
+def test_oversized_and_malformed_bodies_are_refused_cleanly(api: dict[str, Any]) -> None:
+    client: httpx.Client = api["client"]
+    admin = {"Authorization": "Bearer " + api["tokens"]["admin"], "Content-Type": "application/json"}
+    big = client.put("/api/v1/policy", content=b"x" * (2 << 20), headers=admin)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
+    truncated = client.put("/api/v1/policy", content=b'{"source": "environ', headers=admin)
+    assert truncated.status_code == 400 and truncated.json()["error"]["code"] == "invalid_input"
+    bad_policy = client.put("/api/v1/policy", json={"source": "environments: []"}, headers=admin)
+    assert bad_policy.status_code == 400 and "environments" in bad_policy.json()["error"]["message"]
+
+
+def test_promotion_and_four_eyes_work_over_http(api: dict[str, Any]) -> None:
+    client: httpx.Client = api["client"]
+
+    def as_(role: str) -> dict[str, str]:
+        return {"Authorization": "Bearer " + api["tokens"][role]}
+
+    request = client.post(
+        "/api/v1/models/churn/versions/1/promote", json={"to": "prod"}, headers=as_("contributor")
+    )
+    assert request.status_code == 200 and request.json()["status"] == "pending"
+    assert request.json()["requested_by"] == "cora"
+    own = client.post("/api/v1/models/churn/versions/1/approve", json={"to": "prod"}, headers=as_("admin"))
+    assert own.status_code == 200 and own.json()["approvals"][0]["approver"] == "ada"
+    governance.add_principal("cora2", "approver", store=api["store"])
+    with acting_as(api["actors"]["admin"]):
+        governance.grant("cora", "approver", store=api["store"])
+    refused = client.post(
+        "/api/v1/models/churn/versions/1/approve", json={"to": "prod"}, headers=as_("contributor")
+    )
+    assert refused.status_code == 403 and "other than the requester" in refused.json()["error"]["message"]
+    entries = client.get("/api/v1/audit", headers=as_("admin")).json()["entries"]
+    assert [e["actor"] for e in entries if e["action"] == "promotion.approved"] == ["ada"]
+    assert client.get("/api/v1/audit/verify", headers=as_("admin")).json()["ok"] is True
