@@ -120,6 +120,28 @@ def test_handles_does_not_import_ml_libraries() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_importing_a_flavor_library_keeps_the_collector_off_its_objects() -> None:
+    # A fresh process, so the suite's own collector state is neither read nor changed.
+    import subprocess
+
+    code = (
+        "import gc\n"
+        "from shipway.registry.flavors._common import require\n"
+        "from shipway.registry.flavors.sklearn import _skops_io\n"
+        "_skops_io()\n"
+        "frozen = gc.get_freeze_count()\n"
+        "assert gc.isenabled() and frozen > 10_000, frozen\n"
+        "require('skops.io', 'sklearn', 'x')\n"  # already imported: nothing more is frozen
+        "assert gc.get_freeze_count() == frozen\n"
+        "gc.disable()\n"
+        "require('colorsys', 'sklearn', 'x')\n"  # a collector the caller turned off stays off
+        "assert not gc.isenabled()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
 def test_a_missing_library_names_the_extra_to_install() -> None:
     with pytest.raises(MissingDependency, match=r'pip install "shipway\[torch\]"'):
         require("shipway_no_such_module", "torch", "Saving a PyTorch model")
