@@ -115,3 +115,14 @@ def test_durations_and_roles_are_checked() -> None:
         identity.parse_duration_ms("thirty days")
     with pytest.raises(shipway.InvalidInput, match="Unknown role 'owner'"):
         identity.check_role("owner")
+
+
+def test_the_servers_token_cache_forgets_revoked_tokens_and_changed_roles(store: Store) -> None:
+    governance.add_principal("ivy", "viewer", store=store)
+    info, secret = governance.create_token("ivy", store=store)
+    assert identity.authenticate_cached(secret, store=store).role == "viewer"
+    governance.grant("ivy", "approver", store=store)
+    assert identity.authenticate_cached(secret, store=store).role == "approver"
+    governance.revoke_token(info.id, store=store)
+    with pytest.raises(shipway.Unauthenticated, match="revoked"):
+        identity.authenticate_cached(secret, store=store)

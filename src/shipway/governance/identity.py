@@ -167,6 +167,8 @@ def grant(name: str, role: str, *, model: str | None = None, store: Store | None
             conn.execute(_G.delete().where(_G.c.principal_id == row.id, _G.c.model == model))
             conn.execute(_G.insert().values(principal_id=row.id, model=model, role=role))
         audit.append(conn, "role.granted", f"principal/{name}", {"role": role, "model": model})
+    _forget_cached()
+    with store.read() as conn:
         return _principal(conn, _find(conn, name))
 
 
@@ -179,6 +181,8 @@ def disable_principal(name: str, *, store: Store | None = None) -> Principal:
         if row.disabled_at is None:
             conn.execute(_P.update().where(_P.c.id == row.id).values(disabled_at=now_ms()))
             audit.append(conn, "principal.disabled", f"principal/{name}")
+    _forget_cached()
+    with store.read() as conn:
         return _principal(conn, _find(conn, name))
 
 
@@ -414,18 +418,28 @@ def _forget_cached() -> None:
         _cache.clear()
 
 
-def actor_for_local_token(secret: str) -> Actor:
-    """The identity ``SHIPWAY_TOKEN`` names in the local store."""
-    store = get_store()
-    key = (store.uri, secret)
+def authenticate_cached(secret: str, *, store: Store) -> Actor:
+    """:func:`authenticate`, remembered for a few seconds per token (servers and SHIPWAY_TOKEN).
+
+    A revocation or a disabled user made in this process takes effect at once; one made by
+    another process (or server worker) within ``_CACHE_S`` seconds.
+    """
+    key = (store.uri, token_hash(secret))
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < _CACHE_S:
             return hit[1]
     actor = authenticate(secret, store=store)
     with _cache_lock:
+        if len(_cache) > 10_000:
+            _cache.clear()
         _cache[key] = (time.monotonic(), actor)
     return actor
+
+
+def actor_for_local_token(secret: str) -> Actor:
+    """The identity ``SHIPWAY_TOKEN`` names in the local store."""
+    return authenticate_cached(secret, store=get_store())
 
 
 def whoami() -> dict[str, Any]:

@@ -147,7 +147,7 @@ def create_app(
                 "This endpoint needs a token: send `Authorization: Bearer <token>` "
                 "(create one with `shipway token create`)."
             )
-        return identity.authenticate(secret.strip(), store=store)
+        return identity.authenticate_cached(secret.strip(), store=store)
 
     def need(role: str, *, per_model: bool = False) -> Callable[..., Actor]:
         def dependency(request: Request, actor: Actor = Depends(authenticated)) -> Actor:
