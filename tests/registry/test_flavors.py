@@ -206,6 +206,30 @@ def test_sklearn_allow_list_never_admits_code_running_builtins() -> None:
     assert SKLEARN.refused_types(["sklearn.tree._tree.Tree", "scipy.sparse._csr.csr_matrix"]) == []
 
 
+def test_sklearn_import_leaves_skops_default_trust_list_as_skops_computes_it() -> None:
+    # Shipway swaps skops' module lookup for a faster one while skops.io imports; the SciPy
+    # ufuncs skops trusts by default must come out exactly as skops itself names them, and the
+    # lookup must be skops' own again afterwards. A fresh process, so skops is imported here.
+    import subprocess
+
+    code = (
+        "import numpy as np, scipy.special\n"
+        "from shipway.registry.flavors.sklearn import _skops_io, _whichmodule\n"
+        "_skops_io()\n"
+        "import skops.io._trusted_types as trusted, skops.io._utils as utils\n"
+        "assert not hasattr(utils.whichmodule, '__wrapped__')\n"
+        "assert trusted.SCIPY_UFUNC_TYPE_NAMES\n"
+        "assert trusted.SCIPY_UFUNC_TYPE_NAMES == utils.get_public_type_names(scipy.special, np.ufunc)\n"
+        "for name in dir(scipy.special):\n"
+        "    obj = getattr(scipy.special, name)\n"
+        "    if isinstance(obj, np.ufunc):\n"
+        "        assert _whichmodule(utils.whichmodule, obj, name) == utils.whichmodule(obj, name), name\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
 # -- xgboost --------------------------------------------------------------------------------
 
 
