@@ -218,7 +218,7 @@ def _pending(conn: sa.Connection, name: str, version: int, to: str) -> Any:
     return row
 
 
-def _check_still_bound(conn: sa.Connection, store: Store, row: Any, target: ModelVersion) -> str | None:
+def _check_still_bound(store: Store, row: Any, target: ModelVersion) -> str | None:
     """Why the request lapsed (policy or artifact changed since), or None if it still holds."""
     policy = current_policy(store=store)
     now_version = policy.version if policy is not None else None
@@ -251,7 +251,7 @@ def _decide(
                 f"{actor.name} requested this promotion; "
                 "the policy requires an approver other than the requester."
             )
-        lapsed = _check_still_bound(conn, store, row, target)
+        lapsed = _check_still_bound(store, row, target)
         if lapsed is not None:
             conn.execute(
                 _R.update().where(_R.c.id == row.id).values(status=LAPSED, decided_at=now_ms(), reason=lapsed)

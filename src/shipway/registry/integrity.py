@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import pickletools
 import zipfile
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ from shipway.core.errors import InvalidInput, NotFound, PermissionDenied
 
 def canonical_json(data: Any) -> bytes:
     """Stable bytes for hashing and signing: sorted keys, no spaces, UTF-8."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    from shipway.store.audit import canonical
+
+    return canonical(data, allow_nan=True).encode()
 
 
 def signed_payload(

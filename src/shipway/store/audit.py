@@ -48,9 +48,9 @@ def normalize(value: Any) -> Any:
     return str(value)
 
 
-def canonical(value: Any) -> str:
-    """The canonical JSON text of an already normalized value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+def canonical(value: Any, *, allow_nan: bool = False) -> str:
+    """Canonical JSON text: sorted keys, no spaces, UTF-8 (audit entries and signed manifests)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan)
 
 
 def entry_hash(

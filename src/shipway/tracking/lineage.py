@@ -8,7 +8,6 @@ by hash.
 from __future__ import annotations
 
 import functools
-import getpass
 import hashlib
 import os
 import platform
@@ -19,6 +18,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from shipway.core.actor import os_user
 
 _seeds: dict[str, int] = {}
 
@@ -122,10 +123,6 @@ def environment() -> tuple[str, list[str]]:
 
 @functools.lru_cache(maxsize=1)
 def _process_facts() -> dict[str, Any]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
     return {
         "python": {
             "version": platform.python_version(),
@@ -138,7 +135,7 @@ def _process_facts() -> dict[str, Any]:
             "machine": platform.machine(),
             "platform": platform.platform(),
         },
-        "user": user,
+        "user": os_user(),
         "host": socket.gethostname(),
         "command": list(sys.argv),
         "cwd": os.getcwd(),
@@ -147,7 +144,7 @@ def _process_facts() -> dict[str, Any]:
 
 def current_user() -> str:
     """The OS user running this process."""
-    return str(_process_facts()["user"])
+    return os_user()
 
 
 def capture(home: Path | None = None) -> dict[str, Any]:

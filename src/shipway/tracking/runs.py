@@ -94,7 +94,7 @@ def _param_row(run_id: str, key: str, value: Any) -> dict[str, Any]:
 class Run:
     """A run being recorded by this process; use it as a context manager or call :meth:`end`."""
 
-    def __init__(self, store: Store, run_id: str, experiment: str, name: str) -> None:
+    def __init__(self, store: Store, run_id: str, experiment: str, name: str, user: str) -> None:
         self.store = store
         self.id = run_id
         self.experiment = experiment
@@ -107,7 +107,7 @@ class Run:
         self.status = RUNNING
         # Who started the run; the run's end is recorded in the audit log under the same name,
         # even when an exit hook or the writer thread ends it.
-        self.user = current_actor().name
+        self.user = user
 
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.experiment}/{self.name} {self.status}>"
@@ -351,7 +351,7 @@ def start_run(
             conn, "run.created", f"run/{run_id}", {"experiment": experiment, "name": name}, actor=actor
         )
     cache[("environment", env_hash)] = True
-    run = Run(store, run_id, experiment, name)
+    run = Run(store, run_id, experiment, name, actor)
     writer.register(run._buffer)
     with _active_lock:
         _active.append(run)
