@@ -402,6 +402,9 @@ def create_app(
         with acting_as(actor):
             return governance.grant(principal, body.role, model=body.model, store=store).to_dict()
 
+    from shipway.server import ingest
+
+    app.include_router(ingest.build_router(store, need))
     return app
 
 
