@@ -95,6 +95,7 @@ def create_app(
     """The ASGI app serving ``store``; authenticated unless ``insecure_local``."""
     from shipway import governance
     from shipway.governance import identity
+    from shipway.server import ingest
 
     app = FastAPI(
         title="Shipway",
@@ -126,6 +127,8 @@ def create_app(
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        if request.method == "PUT" and request.url.path.startswith(ingest.BLOB_PATH_PREFIX):
+            return await call_next(request)  # file uploads stream, under their own limit
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
             return _envelope(
@@ -335,6 +338,7 @@ def create_app(
                 "digest": current.digest,
                 "applied_at": iso(current.applied_at),
                 "applied_by": current.applied_by,
+                "source": current.source,
             }
         }
 
@@ -401,8 +405,6 @@ def create_app(
     def grant(principal: str, body: GrantBody, actor: Actor = Depends(admin)) -> dict[str, Any]:
         with acting_as(actor):
             return governance.grant(principal, body.role, model=body.model, store=store).to_dict()
-
-    from shipway.server import ingest
 
     app.include_router(ingest.build_router(store, need))
     return app
