@@ -3,13 +3,16 @@
 The server is uvicorn on a loopback port, serving the test's store (SQLite or PostgreSQL).
 """
 
+import hashlib
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 import uvicorn
 from servers import free_port
@@ -19,8 +22,10 @@ import shipway
 from shipway import governance
 from shipway.core.actor import acting_as
 from shipway.governance import identity
+from shipway.registry import generate_keypair, get_version, integrity
 from shipway.server import create_app
 from shipway.store import Store
+from shipway.tracking.runs import create_run
 
 POLICY = """
 environments: [staging, prod]
@@ -35,7 +40,7 @@ PEOPLE = {"viewer": "vic", "contributor": "cora", "approver": "abe", "admin": "a
 
 
 @pytest.fixture
-def api(store: Store) -> Iterator[dict[str, Any]]:
+def api(store: Store, tmp_path: Path) -> Iterator[dict[str, Any]]:
     shipway.register_model(DummyClassifier().fit([[0], [1]], [0, 1]), name="churn")
     governance.apply_policy(POLICY, store=store)
     tokens, actors = {}, {}
@@ -54,7 +59,7 @@ def api(store: Store) -> Iterator[dict[str, Any]]:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        yield {"client": client, "tokens": tokens, "actors": actors, "store": store}
+        yield {"client": client, "tokens": tokens, "actors": actors, "store": store, "tmp": tmp_path}
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -86,7 +91,56 @@ def _request_id(ctx: dict[str, Any], role: str) -> dict[str, Any]:
     return {"request_id": request.id}
 
 
-# (method, route, least role or "public", request body or a maker of one, setup before each call)
+def _own_run(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    # Runs take writes from whoever started them (and admins): each caller writes to its own.
+    actor = ctx["actors"].get(role, ctx["actors"]["contributor"])
+    with acting_as(actor):
+        run_id, _ = create_run(ctx["store"], "matrix", None, actor.name)
+    return {"run_id": run_id}
+
+
+def _blob(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    data = uuid.uuid4().bytes
+    return {"digest": hashlib.sha256(data).hexdigest(), "_content": data}
+
+
+def _artifacts(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    blob = ctx["store"].blobs.put_bytes(b"artifact")
+    entry = {"path": "notes.txt", "digest": blob.digest, "size": blob.size}
+    return {**_own_run(ctx, role), "_body": {"entries": [entry]}}
+
+
+def _dataset(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    path = Path(ctx["tmp"]) / f"{uuid.uuid4().hex}.parquet"
+    pd.DataFrame({"x": [1, 2, 3]}).to_parquet(path, index=False)
+    return {"_body": {"name": "uploaded", "digest": ctx["store"].blobs.put_file(path).digest}}
+
+
+def _new_version(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    first = get_version("churn", 1, store=ctx["store"])
+    fields = ("flavor", "format", "flavor_meta", "manifest", "schema")
+    return {"_body": {k: getattr(first, k) for k in fields}}
+
+
+def _signature(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    first = get_version("churn", 1, store=ctx["store"])
+    private, public = generate_keypair(Path(ctx["tmp"]) / uuid.uuid4().hex)
+    signature, _ = integrity.sign(first.payload(), private)
+    return {"_body": {"signature": signature, "public_key": public.read_text()}}
+
+
+def _file(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    return {"path": sorted(get_version("churn", 1, store=ctx["store"]).manifest)[0]}
+
+
+def _someone(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    name = f"u-{uuid.uuid4().hex[:8]}"
+    governance.add_principal(name, store=ctx["store"])
+    return {"principal": name}
+
+
+# (method, route, least role or "public", request body or a maker of one, setup before each call;
+# a setup may also return the body, as "_body" (JSON) or "_content" (bytes))
 MATRIX: list[tuple[str, str, str, Any, Callable[..., dict[str, Any]] | None]] = [
     ("GET", "/health", "public", None, None),
     ("GET", "/openapi.json", "public", None, None),
@@ -127,22 +181,51 @@ MATRIX: list[tuple[str, str, str, Any, Callable[..., dict[str, Any]] | None]] = 
     ("GET", "/api/v1/principals", "admin", None, None),
     ("POST", "/api/v1/principals", "admin", lambda: {"name": f"u-{uuid.uuid4().hex[:8]}"}, None),
     ("POST", "/api/v1/principals/{principal}/grants", "admin", {"role": "viewer", "model": "churn"}, None),
+    # What the SDK's remote mode writes through.
+    ("PUT", "/api/v1/blobs/{digest}", "contributor", None, _blob),
+    ("POST", "/api/v1/runs", "contributor", {"experiment": "matrix"}, None),
+    ("GET", "/api/v1/runs", "viewer", None, None),
+    ("POST", "/api/v1/runs/{run_id}/log", "contributor", {"metrics": [["m", 1.0, 0, 1]]}, _own_run),
+    ("POST", "/api/v1/runs/{run_id}/artifacts", "contributor", None, _artifacts),
+    ("GET", "/api/v1/runs/{run_id}/artifacts/{path:path}", "viewer", None, None),
+    ("POST", "/api/v1/datasets", "contributor", None, _dataset),
+    ("GET", "/api/v1/datasets/{dataset}/versions/{version}", "viewer", None, None),
+    ("GET", "/api/v1/datasets/{dataset}/versions/{version}/data", "viewer", None, None),
+    ("POST", "/api/v1/models/{name}/versions", "contributor", None, _new_version),
+    ("POST", "/api/v1/models/{name}/versions/{version}/signature", "contributor", None, _signature),
+    ("GET", "/api/v1/models/{name}/versions/{version}/files/{path:path}", "viewer", None, _file),
+    ("GET", "/api/v1/audit/head", "admin", None, None),
+    ("POST", "/api/v1/principals/{principal}/disable", "admin", None, _someone),
 ]
 
 
 def test_every_route_is_in_the_matrix(api: dict[str, Any]) -> None:
+    # The OpenAPI document lists every route, including those of included routers; the
+    # documentation pages themselves are not in it.
+    app = create_app(api["store"])
     app_routes = {
-        (method, route.path)
-        for route in create_app(api["store"]).routes
-        for method in getattr(route, "methods", set()) - {"HEAD"}
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+        if method.upper() != "HEAD"
     }
-    assert app_routes == {(m, path) for m, path, *_ in MATRIX}
+    app_routes |= {
+        (m, r.path)
+        for r in app.routes
+        if getattr(r, "path", "").startswith(("/docs", "/redoc", "/openapi"))
+        for m in r.methods - {"HEAD"}
+    }
+    assert app_routes == {(m, path.replace(":path", "")) for m, path, *_ in MATRIX}
 
 
 def test_role_by_endpoint_matrix(api: dict[str, Any]) -> None:
     client: httpx.Client = api["client"]
+    notes = Path(api["tmp"]) / "a.txt"
+    notes.write_text("hello")
     with shipway.start_run(experiment="churn") as run:
         run.log_metric("loss", 0.5)
+        run.log_artifact(notes)
+    shipway.log_dataset(pd.DataFrame({"x": [1.0]}), name="matrix-ds")
     shipway.set_alias("churn", "champion", 1)
     values = {
         "experiment": "churn",
@@ -152,6 +235,9 @@ def test_role_by_endpoint_matrix(api: dict[str, Any]) -> None:
         "version": "1",
         "alias": "champion",
         "principal": "vic",
+        "path": "a.txt",
+        "dataset": "matrix-ds",
+        "digest": "0" * 64,
     }
     failures = []
     callers = ["anonymous", "bad-token", *ROLES]
@@ -165,14 +251,19 @@ def test_role_by_endpoint_matrix(api: dict[str, Any]) -> None:
             path_values = {**values, **extra}
             if route.endswith("aliases/{alias}") and method == "DELETE":
                 path_values["alias"] = "temp"
-            path = route.replace("{key:path}", "{key}").format(**path_values)
+            payload = body() if callable(body) else body
+            payload = path_values.pop("_body", payload)
+            content = path_values.pop("_content", None)
+            path = route.replace(":path}", "}").format(**path_values)
             headers = {}
             if caller == "bad-token":
                 headers["Authorization"] = "Bearer " + identity.new_token_secret()
             elif caller in ROLES:
                 headers["Authorization"] = "Bearer " + api["tokens"][caller]
-            payload = body() if callable(body) else body
-            response = client.request(method, path, json=payload, headers=headers)
+            if content is not None:
+                response = client.request(method, path, content=content, headers=headers)
+            else:
+                response = client.request(method, path, json=payload, headers=headers)
             if least == "public":
                 expected = "2xx"
             elif caller in ("anonymous", "bad-token"):

@@ -15,6 +15,21 @@ from shipway.store import get_store
 from shipway.tracking import get_run, list_experiments, search_runs
 from shipway.tracking.records import RunRecord, resolve_run_id
 
+
+def _run_id(ref: str) -> str:
+    """A full run id from what the user typed (a unique prefix works against a local store)."""
+    from shipway.client.mode import remote_client
+
+    if remote_client() is not None:
+        ref = ref.strip().lower()
+        if len(ref) != 32:
+            from shipway.core.errors import InvalidInput
+
+            raise InvalidInput(f"With SHIPWAY_URI set, give the full 32-character run id, not {ref!r}.")
+        return ref
+    return resolve_run_id(get_store(), ref)
+
+
 experiments_app = typer.Typer(help="List experiments.", no_args_is_help=True)
 runs_app = typer.Typer(help="List, show and compare runs.", no_args_is_help=True)
 
@@ -87,7 +102,7 @@ def runs_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Show a run: status, params, metrics, tags, lineage, datasets and artifacts."""
-    r = get_run(resolve_run_id(get_store(), run_id))
+    r = get_run(_run_id(run_id))
     if as_json:
         print_json(r.to_dict())
         return
@@ -181,8 +196,7 @@ def runs_compare(
         from shipway.core.errors import InvalidInput
 
         raise InvalidInput("Give at least two run ids to compare.")
-    store = get_store()
-    records: list[RunRecord] = [get_run(resolve_run_id(store, ref)) for ref in run_ids]
+    records: list[RunRecord] = [get_run(_run_id(ref)) for ref in run_ids]
     rows = []
     for section, getter in (("params", lambda r: r.params), ("metrics", lambda r: r.metrics)):
         keys = sorted({k for r in records for k in getter(r)})

@@ -95,6 +95,11 @@ def current_actor() -> Actor:
     return local_actor()
 
 
+def acting_for_request() -> bool:
+    """Whether code runs inside :func:`acting_as`, as a server handling a request does."""
+    return _current.get() is not None
+
+
 @contextlib.contextmanager
 def acting_as(actor: Actor) -> Iterator[Actor]:
     """Run a block as ``actor`` (the server wraps each request in this)."""

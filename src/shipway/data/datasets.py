@@ -47,8 +47,13 @@ class DatasetVersion:
         """The data back as a pandas DataFrame (digest verified on the way)."""
         import pandas as pd
 
-        store = store or get_store()
+        from shipway.client.mode import remote_client
+
+        client = remote_client(store)
         with tempfile.TemporaryDirectory() as tmp:
+            if client is not None:
+                return pd.read_parquet(client.download_dataset(self, Path(tmp) / "data.parquet"))
+            store = store or get_store()
             path = store.blobs.get_file(self.blob_digest, Path(tmp) / "data.parquet")
             return pd.read_parquet(path)
 
@@ -130,13 +135,8 @@ def _row_to_version(row: Any) -> DatasetVersion:
     )
 
 
-def log_dataset(
-    data: Any, name: str, target: str | None = None, *, store: Store | None = None
-) -> DatasetVersion:
-    """Store ``data`` as a version of dataset ``name``; the same content is the same version."""
-    check_name(name, "dataset")
-    store = store or get_store()
-    frame, fmt = to_frame(data)
+def check_frame(frame: Any, name: str, target: str | None) -> None:
+    """Refuse a table that cannot be a dataset version: no columns, duplicates, unknown target."""
     if len(frame.columns) == 0:
         raise InvalidInput(f"Dataset {name!r} has no columns.")
     if len(set(map(str, frame.columns))) != len(frame.columns):
@@ -146,6 +146,27 @@ def log_dataset(
             f"Target column {target!r} is not in dataset {name!r}; its columns are "
             f"{', '.join(map(str, frame.columns))}."
         )
+
+
+def log_dataset(
+    data: Any, name: str, target: str | None = None, *, store: Store | None = None
+) -> DatasetVersion:
+    """Store ``data`` as a version of dataset ``name``; the same content is the same version."""
+    from shipway.client.mode import remote_client
+
+    check_name(name, "dataset")
+    client = remote_client(store)
+    if client is not None:
+        return client.log_dataset(data, name, target)
+    frame, fmt = to_frame(data)
+    return record_dataset(store or get_store(), frame, name, target, fmt)
+
+
+def record_dataset(
+    store: Store, frame: Any, name: str, target: str | None, fmt: str, blob_digest: str | None = None
+) -> DatasetVersion:
+    """Version ``frame`` under ``name``; ``blob_digest`` names an already stored Parquet copy of it."""
+    check_frame(frame, name, target)
     digest = content_hash(frame)
     t = schema.datasets
     with store.read() as conn:
@@ -157,7 +178,7 @@ def log_dataset(
         ).scalar()
     if same_content is not None:
         blob_digest = same_content
-    else:
+    elif blob_digest is None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "data.parquet"
             frame.to_parquet(path, index=False)
@@ -198,6 +219,11 @@ def log_dataset(
 
 def get_dataset(name: str, version: int | None = None, *, store: Store | None = None) -> DatasetVersion:
     """A dataset version by name and number (the newest when ``version`` is None)."""
+    from shipway.client.mode import remote_client
+
+    client = remote_client(store)
+    if client is not None:
+        return client.get_dataset(name, version)
     store = store or get_store()
     t = schema.datasets
     query = sa.select(t).where(t.c.name == name)

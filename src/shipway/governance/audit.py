@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from shipway.client.mode import remote_client
 from shipway.core.errors import IntegrityError, InvalidInput
 from shipway.store import Store, get_store, schema
 from shipway.store.audit import GENESIS, canonical, entry_hash
@@ -81,6 +82,11 @@ def entries(
     store: Store | None = None,
 ) -> list[Entry]:
     """Entries in sequence order, optionally filtered (``subject`` matches itself and its children)."""
+    client = remote_client(store)
+    if client is not None:
+        return client.audit_entries(
+            since_ms=since_ms, subject=subject, action=action, limit=limit, after_seq=after_seq
+        )
     store = store or get_store()
     query = sa.select(_LOG).where(_LOG.c.seq > after_seq).order_by(_LOG.c.seq)
     if since_ms is not None:
@@ -97,6 +103,11 @@ def entries(
 
 def export_lines(*, since_ms: int | None = None, store: Store | None = None) -> Iterator[str]:
     """The log as JSON Lines, one entry per line, oldest first."""
+    client = remote_client(store)
+    if client is not None:
+        for row in client.audit_rows(since_ms=since_ms):
+            yield json.dumps(_entry(row).to_dict(), sort_keys=True, ensure_ascii=False)
+        return
     store = store or get_store()
     for row in _rows(store, since_ms):
         yield json.dumps(_entry(row).to_dict(), sort_keys=True, ensure_ascii=False)
@@ -143,17 +154,36 @@ def verify(
     Each checkpoint must carry a valid signature (by ``public_key`` when given) and match the
     entry at its sequence number, which therefore must still exist.
     """
-    store = store or get_store()
     by_seq: dict[int, Checkpoint] = {}
     for cp in checkpoints or []:
         _check_checkpoint_signature(cp, public_key)
         by_seq[cp.seq] = cp
+    client = remote_client(store)
+    if client is not None:
+        # The chain is recomputed here, from the entries the server hands out, so a remote
+        # verification does not take the server's word for it. The head is read first: entries
+        # appended while the log downloads are not part of this check.
+        head = client.audit_head()
+        return _walk(client.audit_rows(up_to=head[0]), lambda: head, by_seq)
+    store = store or get_store()
+
+    def read_head() -> tuple[int, str] | None:
+        with store.read() as conn:
+            row = conn.execute(sa.select(schema.audit_head).where(schema.audit_head.c.id == 1)).first()
+        return None if row is None else (row.seq, row.hash)
+
+    return _walk(_rows(store), read_head, by_seq)
+
+
+def _walk(
+    rows: Iterable[Any], read_head: Callable[[], tuple[int, str] | None], by_seq: dict[int, Checkpoint]
+) -> Report:
     prev, count, last_seq = GENESIS, 0, 0
 
     def bad(seq: int, problem: str) -> Report:
         return Report(False, count, last_seq, prev, seq, problem, len(by_seq))
 
-    for row in _rows(store):
+    for row in rows:
         expected_seq = last_seq + 1
         if row.seq != expected_seq:
             return bad(expected_seq, f"entry {expected_seq} is missing (the next stored entry is {row.seq})")
@@ -171,14 +201,13 @@ def verify(
         if cp is not None and cp.hash != row.hash:
             return bad(row.seq, f"entry {row.seq} differs from the signed checkpoint taken at it")
         prev, last_seq, count = row.hash, row.seq, count + 1
-    with store.read() as conn:
-        head = conn.execute(sa.select(schema.audit_head).where(schema.audit_head.c.id == 1)).first()
+    head = read_head()
     if head is None:
         return bad(last_seq + 1, "the chain head record is missing")
-    if head.seq != last_seq or head.hash != prev:
+    if head != (last_seq, prev):
         return bad(
             last_seq + 1,
-            f"the log ends at entry {last_seq} but its head records entry {head.seq}: "
+            f"the log ends at entry {last_seq} but its head records entry {head[0]}: "
             "entries were removed from the end",
         )
     beyond = [seq for seq in by_seq if seq > last_seq]

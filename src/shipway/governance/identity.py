@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from shipway.client.mode import remote_client
 from shipway.core.actor import ROLES, Actor, current_actor, os_user, role_rank
 from shipway.core.clock import now_ms
 from shipway.core.errors import (
@@ -132,6 +133,9 @@ def add_principal(
     name: str, role: str = "viewer", *, kind: str = "user", store: Store | None = None
 ) -> Principal:
     """Add a user or service account (admins only)."""
+    client = remote_client(store)
+    if client is not None:
+        return client.add_principal(name, role, kind=kind)
     actor = require("admin")
     if not _NAME_RE.match(name or ""):
         raise InvalidInput(
@@ -156,6 +160,9 @@ def add_principal(
 
 def grant(name: str, role: str, *, model: str | None = None, store: Store | None = None) -> Principal:
     """Set a principal's global role, or its role on one model (admins only)."""
+    client = remote_client(store)
+    if client is not None:
+        return client.grant(name, role, model=model)
     require("admin")
     check_role(role)
     store = store or get_store()
@@ -174,6 +181,9 @@ def grant(name: str, role: str, *, model: str | None = None, store: Store | None
 
 def disable_principal(name: str, *, store: Store | None = None) -> Principal:
     """Disable a principal: its tokens stop working at once (admins only)."""
+    client = remote_client(store)
+    if client is not None:
+        return client.disable_principal(name)
     require("admin")
     store = store or get_store()
     with store.write() as conn:
@@ -187,6 +197,10 @@ def disable_principal(name: str, *, store: Store | None = None) -> Principal:
 
 
 def list_principals(*, store: Store | None = None) -> list[Principal]:
+    """Every user and service account (admins only)."""
+    client = remote_client(store)
+    if client is not None:
+        return client.list_principals()
     require("admin")
     store = store or get_store()
     with store.read() as conn:
@@ -266,6 +280,9 @@ def create_token(
 
     Admins may create tokens for anyone; others only for themselves, never above their role.
     """
+    client = remote_client(store)
+    if client is not None:
+        return client.create_token(principal, role, models, expires_in_ms, description)
     actor = current_actor()
     if role is not None:
         check_role(role)
@@ -317,6 +334,9 @@ def create_token(
 
 def revoke_token(token_id: str, *, store: Store | None = None) -> TokenInfo:
     """Revoke a token: admins any, others their own."""
+    client = remote_client(store)
+    if client is not None:
+        return client.revoke_token(token_id)
     actor = current_actor()
     store = store or get_store()
     with store.write() as conn:
@@ -337,6 +357,9 @@ def revoke_token(token_id: str, *, store: Store | None = None) -> TokenInfo:
 
 def list_tokens(principal: str | None = None, *, store: Store | None = None) -> list[TokenInfo]:
     """Tokens of ``principal`` (admins) or of the caller."""
+    client = remote_client(store)
+    if client is not None:
+        return client.list_tokens(principal)
     actor = current_actor()
     name = principal or actor.name
     if name != actor.name:
@@ -444,6 +467,9 @@ def actor_for_local_token(secret: str) -> Actor:
 
 def whoami() -> dict[str, Any]:
     """The acting identity, as `shipway whoami` prints it."""
+    client = remote_client(None)
+    if client is not None:
+        return client.whoami()
     actor = current_actor()
     return {
         "name": actor.name,

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shipway.client.mode import remote_client
 from shipway.core.actor import current_actor
 from shipway.core.clock import now_ms
 from shipway.core.errors import InvalidInput, NotFound
@@ -268,6 +269,9 @@ def _policy(row: Any) -> Policy:
 
 def apply_policy(source: str, *, base: Path | None = None, store: Store | None = None) -> Policy:
     """Check and store a new policy version (admins); unchanged text is not stored twice."""
+    client = remote_client(store)
+    if client is not None:
+        return client.apply_policy(source, base)
     require("admin")
     document = parse(source, base=base)
     digest = hashlib.sha256(audit.canonical(audit.normalize(document)).encode()).hexdigest()
@@ -306,6 +310,9 @@ def apply_file(path: str | Path, *, store: Store | None = None) -> Policy:
 
 def current_policy(*, store: Store | None = None) -> Policy | None:
     """The policy in force, or None when none was ever applied."""
+    client = remote_client(store)
+    if client is not None:
+        return client.current_policy()
     store = store or get_store()
     p = schema.policies
     with store.read() as conn:

@@ -113,15 +113,22 @@ def load_private_key(private_key_path: Path) -> Any:
 
 def load_public_key(public_key_path: Path) -> Any:
     """The ed25519 public key in a PEM file."""
-    serialization, ed25519 = _crypto()
     try:
-        key = serialization.load_pem_public_key(Path(public_key_path).read_bytes())
+        pem = Path(public_key_path).read_bytes()
     except FileNotFoundError:
         raise NotFound(f"No public key at {public_key_path}.") from None
+    return public_key_from_pem(pem, str(public_key_path))
+
+
+def public_key_from_pem(pem: bytes, where: str = "The public key") -> Any:
+    """The ed25519 public key in PEM text, or InvalidInput saying what is wrong with it."""
+    serialization, ed25519 = _crypto()
+    try:
+        key = serialization.load_pem_public_key(pem)
     except ValueError as exc:
-        raise InvalidInput(f"{public_key_path} is not a PEM public key: {exc}") from exc
+        raise InvalidInput(f"{where} is not a PEM public key: {exc}") from exc
     if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise InvalidInput(f"{public_key_path} is not an ed25519 public key.")
+        raise InvalidInput(f"{where} is not an ed25519 public key.")
     return key
 
 
@@ -137,11 +144,15 @@ def sign(payload: bytes, private_key_path: Path) -> tuple[str, str]:
 
 def verify_signature(payload: bytes, signature_b64: str, public_key_path: Path) -> bool:
     """Whether ``signature_b64`` is a valid signature of ``payload`` by the key at ``public_key_path``."""
+    return verify_with(load_public_key(public_key_path), payload, signature_b64)
+
+
+def verify_with(key: Any, payload: bytes, signature_b64: str) -> bool:
+    """Whether ``signature_b64`` is ``key``'s valid signature of ``payload``."""
     from cryptography.exceptions import InvalidSignature
 
-    key = load_public_key(public_key_path)
     try:
-        key.verify(base64.b64decode(signature_b64), payload)
+        key.verify(base64.b64decode(signature_b64, validate=True), payload)
         return True
     except (InvalidSignature, ValueError):
         return False

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from shipway.client.mode import remote_client
 from shipway.core.actor import current_actor
 from shipway.core.clock import now_ms
 from shipway.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -84,18 +85,9 @@ def _user() -> str:
     return current_actor().name
 
 
-def _run_lineage(store: Store, run: Any) -> tuple[str, dict[str, Any]]:
-    from shipway.tracking import Run, RunRecord, get_run
+def _run_lineage(store: Store, run_id: str) -> tuple[str, dict[str, Any]]:
+    from shipway.tracking import get_run
 
-    if isinstance(run, Run):
-        run.flush()
-        run_id = run.id
-    elif isinstance(run, RunRecord):
-        run_id = run.id
-    elif isinstance(run, str):
-        run_id = run
-    else:
-        raise InvalidInput(f"run must be a Run, a RunRecord or a run id, not {type(run).__name__}.")
     record = get_run(run_id, store=store)
     git = record.lineage.get("git") or {}
     datasets = [
@@ -156,6 +148,34 @@ def _check_card(card: dict[str, Any] | None) -> dict[str, str]:
     return {k: str(v) for k, v in card.items()}
 
 
+def prepare_model(model: Any, input_example: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The flavor that saves ``model`` and the signature inferred from ``input_example``."""
+    flavor = flavor_for(model)
+    if input_example is None:
+        return flavor, None
+    example = as_frame(input_example)
+    try:
+        raw = input_example if type(input_example).__module__ == "numpy" else example
+        output = model.predict(raw) if hasattr(model, "predict") else model(raw)
+    except Exception as exc:  # the user's model failing on their own example
+        raise InvalidInput(f"The model failed to predict on input_example: {exc}") from exc
+    return flavor, infer_signature(raw, output).to_dict()
+
+
+def run_id_of(run: Any) -> str:
+    """The id of a Run (flushed first, so its metrics are visible), a RunRecord or an id."""
+    from shipway.tracking import Run, RunRecord
+
+    if isinstance(run, Run):
+        run.flush()
+        return run.id
+    if isinstance(run, RunRecord):
+        return run.id
+    if isinstance(run, str):
+        return run
+    raise InvalidInput(f"run must be a Run, a RunRecord or a run id, not {type(run).__name__}.")
+
+
 def register_model(
     model: Any,
     name: str,
@@ -170,33 +190,75 @@ def register_model(
 ) -> ModelVersion:
     """Save ``model`` in its flavor's safe format, store its files, and register the next version."""
     check_name(name, "model")
-    store = store or get_store()
-    flavor = flavor_for(model)
     card_fields = _check_card(card)
     tag_values = {str(k): str(v) for k, v in (tags or {}).items()}
-    if input_example is not None:
-        example = as_frame(input_example)
-        try:
-            raw = input_example if type(input_example).__module__ == "numpy" else example
-            output = model.predict(raw) if hasattr(model, "predict") else model(raw)
-        except Exception as exc:  # the user's model failing on their own example
-            raise InvalidInput(f"The model failed to predict on input_example: {exc}") from exc
-        signature = infer_signature(raw, output).to_dict()
-    else:
-        signature = None
-    run_id, lineage = _run_lineage(store, run) if run is not None else (None, _process_lineage())
-    if signature is None:
-        lineage["missing"] = sorted({*lineage["missing"], "signature"})
-
+    run_id = run_id_of(run) if run is not None else None
+    client = remote_client(store)
+    if client is None:
+        store = store or get_store()
+    flavor, signature = prepare_model(model, input_example)
     with tempfile.TemporaryDirectory(prefix="shipway-model-") as tmp:
         folder = Path(tmp) / "model"
         folder.mkdir()
         meta = flavor.save(model, folder)
-        manifest = {}
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            blob = store.blobs.put_file(path)
-            manifest[path.relative_to(folder).as_posix()] = {"digest": blob.digest, "size": blob.size}
+        files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+        if client is not None:
+            manifest = client.upload_files(files)
+        else:
+            manifest = {}
+            for rel, path in files.items():
+                blob = store.blobs.put_file(path)  # type: ignore[union-attr]
+                manifest[rel] = {"digest": blob.digest, "size": blob.size}
+    fields = {
+        "flavor": flavor.name,
+        "format": flavor.format,
+        "flavor_meta": meta,
+        "manifest": manifest,
+        "io_schema": signature,
+        "run_id": run_id,
+        "description": description,
+        "tags": tag_values,
+        "card": card_fields,
+    }
+    if client is not None:
+        registered = client.register_version(
+            name, {**fields, "lineage": None if run_id else _process_lineage()}
+        )
+        if signing_key is not None:
+            registered = client.sign_version(registered, Path(signing_key))
+        return registered
+    return record_version(store, name, signing_key=signing_key, **fields)  # type: ignore[arg-type]
 
+
+def record_version(
+    store: Store,
+    name: str,
+    *,
+    flavor: str,
+    format: str,
+    flavor_meta: dict[str, Any],
+    manifest: dict[str, dict[str, Any]],
+    io_schema: dict[str, Any] | None,
+    run_id: str | None,
+    description: str | None,
+    tags: dict[str, str],
+    card: dict[str, str],
+    lineage: dict[str, Any] | None = None,
+    signing_key: str | Path | None = None,
+) -> ModelVersion:
+    """Register the next version of ``name`` from files already in the artifact store.
+
+    The lineage comes from ``run_id``'s record when given, else ``lineage`` (what the registering
+    process captured), else this process's own. ``io_schema`` is the inferred input/output
+    signature (stored as the version's ``schema``).
+    """
+    signature = io_schema
+    if run_id is not None:
+        run_id, lineage = _run_lineage(store, run_id)
+    elif lineage is None:
+        lineage = _process_lineage()
+    if signature is None:
+        lineage["missing"] = sorted({*lineage["missing"], "signature"})
     user = _user()
     for _attempt in range(20):
         try:
@@ -208,7 +270,7 @@ def register_model(
                 ).scalar()
                 number = (latest or 0) + 1
                 payload = integrity.signed_payload(
-                    name, number, flavor.name, flavor.format, manifest, signature, meta
+                    name, number, flavor, format, manifest, signature, flavor_meta
                 )
                 signed = integrity.sign(payload, Path(signing_key)) if signing_key else (None, None)
                 conn.execute(
@@ -218,16 +280,16 @@ def register_model(
                         version=number,
                         status=READY,
                         run_id=run_id,
-                        flavor=flavor.name,
-                        format=flavor.format,
-                        flavor_meta=meta,
+                        flavor=flavor,
+                        format=format,
+                        flavor_meta=flavor_meta,
                         manifest=manifest,
                         manifest_digest=integrity.manifest_digest(payload),
                         schema=signature,
                         lineage=lineage,
                         description=description,
-                        tags=tag_values,
-                        card=card_fields,
+                        tags=tags,
+                        card=card,
                         signature=signed[0],
                         signing_key=signed[1],
                         created_at=now_ms(),
@@ -240,7 +302,7 @@ def register_model(
                     f"model/{name}/{number}",
                     {
                         "manifest_digest": integrity.manifest_digest(payload),
-                        "flavor": flavor.name,
+                        "flavor": flavor,
                         "run_id": run_id,
                     },
                 )
@@ -304,6 +366,9 @@ def get_version(
     name: str, version: int | None = None, *, alias: str | None = None, store: Store | None = None
 ) -> ModelVersion:
     """A version by number, by alias, or the newest when neither is given."""
+    client = remote_client(store)
+    if client is not None:
+        return client.get_version(name, version, alias)
     store = store or get_store()
     m, a = schema.model_versions, schema.model_aliases
     with store.read() as conn:
@@ -338,6 +403,9 @@ def get_version(
 
 def list_versions(name: str, *, store: Store | None = None) -> list[ModelVersion]:
     """Every version of a model, newest first."""
+    client = remote_client(store)
+    if client is not None:
+        return client.list_versions(name)
     store = store or get_store()
     m, a = schema.model_versions, schema.model_aliases
     with store.read() as conn:
@@ -364,6 +432,9 @@ class ModelSummary:
 
 def list_models(*, store: Store | None = None) -> list[ModelSummary]:
     """Every registered model, by name."""
+    client = remote_client(store)
+    if client is not None:
+        return client.list_models()
     store = store or get_store()
     t, m, a = schema.models, schema.model_versions, schema.model_aliases
     with store.read() as conn:
@@ -435,6 +506,9 @@ def set_alias(name: str, alias: str, version: int, *, store: Store | None = None
     :func:`shipway.governance.promote`.
     """
     check_alias(alias)
+    client = remote_client(store)
+    if client is not None:
+        return client.set_alias(name, alias, version)
     store = store or get_store()
     with store.write() as conn:
         _refuse_governed(conn, name, alias)
@@ -474,6 +548,9 @@ def move_alias(conn: sa.Connection, dialect: str, name: str, alias: str, version
 
 def delete_alias(name: str, alias: str, *, store: Store | None = None) -> None:
     """Remove an alias."""
+    client = remote_client(store)
+    if client is not None:
+        return client.delete_alias(name, alias)
     store = store or get_store()
     a = schema.model_aliases
     with store.write() as conn:
@@ -496,6 +573,9 @@ def update_version(
     store: Store | None = None,
 ) -> ModelVersion:
     """Edit a version's description, tags or model-card text; every change is recorded."""
+    client = remote_client(store)
+    if client is not None:
+        return client.update_version(name, version, description=description, tags=tags, card=card)
     store = store or get_store()
     current = get_version(name, version, store=store)
     changes: dict[str, tuple[Any, Any]] = {}
@@ -636,6 +716,9 @@ def sign_version(
     name: str, version: int, private_key: str | Path, *, store: Store | None = None
 ) -> ModelVersion:
     """Sign a version's manifest with an ed25519 private key (recorded as an edit)."""
+    client = remote_client(store)
+    if client is not None:
+        return client.sign_version(client.get_version(name, version), Path(private_key))
     store = store or get_store()
     current = get_version(name, version, store=store)
     payload = current.payload()
@@ -646,8 +729,33 @@ def sign_version(
             f"The manifest of {current.uri} no longer matches its digest; refusing to sign it."
         )
     signature, key = integrity.sign(payload, Path(private_key))
+    return _store_signature(store, current, signature, key)
+
+
+def attach_signature(
+    name: str, version: int, signature: str, public_key_pem: str, *, store: Store
+) -> ModelVersion:
+    """Record a signature made elsewhere (a remote client's key never leaves it), once it verifies."""
+    from shipway.core.errors import IntegrityError
+
+    current = get_version(name, version, store=store)
+    payload = current.payload()
+    if integrity.manifest_digest(payload) != current.manifest_digest:
+        raise IntegrityError(
+            f"The manifest of {current.uri} no longer matches its digest; refusing to sign it."
+        )
+    key = integrity.public_key_from_pem(public_key_pem.encode())
+    if not integrity.verify_with(key, payload, signature):
+        raise IntegrityError(
+            f"The signature does not verify for {current.uri} with the public key sent: it was made "
+            "over other content or with another key."
+        )
+    return _store_signature(store, current, signature, integrity.key_id(public_key_pem.encode()))
+
+
+def _store_signature(store: Store, current: ModelVersion, signature: str, key: str) -> ModelVersion:
     m = schema.model_versions
     with store.write() as conn:
         conn.execute(m.update().where(m.c.id == current.id).values(signature=signature, signing_key=key))
         _record(conn, current.id, "signature", current.signing_key, key, subject=_subject(current))
-    return get_version(name, version, store=store)
+    return get_version(current.name, current.version, store=store)

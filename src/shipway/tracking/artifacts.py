@@ -32,10 +32,8 @@ def clean_artifact_path(path: str) -> str:
     return str(p)
 
 
-def log_artifact(
-    store: Store, run_id: str, local_path: str | Path, artifact_path: str | None = None
-) -> list[ArtifactEntry]:
-    """Store a file, or every file under a folder, and add them to the run's manifest."""
+def artifact_files(local_path: str | Path, artifact_path: str | None = None) -> list[tuple[Path, str]]:
+    """(local file, artifact path) for a file, or for every file under a folder."""
     src = Path(local_path)
     if src.is_file():
         files = [(src, clean_artifact_path(artifact_path or src.name))]
@@ -50,10 +48,23 @@ def log_artifact(
             raise InvalidInput(f"Folder {src} holds no files to log as artifacts.")
     else:
         raise NotFound(f"Cannot log artifact {src}: no such file or folder.")
+    return files
+
+
+def log_artifact(
+    store: Store, run_id: str, local_path: str | Path, artifact_path: str | None = None
+) -> list[ArtifactEntry]:
+    """Store a file, or every file under a folder, and add them to the run's manifest."""
     entries = []
-    for path, name in files:
+    for path, name in artifact_files(local_path, artifact_path):
         blob = store.blobs.put_file(path)
         entries.append(ArtifactEntry(name, blob.digest, blob.size))
+    record_artifacts(store, run_id, entries)
+    return entries
+
+
+def record_artifacts(store: Store, run_id: str, entries: list[ArtifactEntry]) -> None:
+    """Add stored blobs to a run's manifest (a path logged again points at its new content)."""
     t = schema.run_artifacts
     insert = insert_for(store.dialect)
     stmt = insert(t)
@@ -80,7 +91,6 @@ def log_artifact(
                 for e in entries
             ],
         )
-    return entries
 
 
 def list_artifacts(store: Store, run_id: str) -> list[ArtifactEntry]:

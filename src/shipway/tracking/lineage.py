@@ -117,8 +117,12 @@ def environment() -> tuple[str, list[str]]:
             if dist.metadata["Name"]
         }
     )
-    digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()
-    return digest, packages
+    return environment_hash(packages), packages
+
+
+def environment_hash(packages: list[str]) -> str:
+    """The SHA-256 that names a sorted list of ``name==version`` lines."""
+    return hashlib.sha256("\n".join(packages).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)

@@ -21,6 +21,7 @@ from shipway.store import audit, schema
 from shipway.store.db import insert_for
 
 if TYPE_CHECKING:
+    from shipway.client import Client
     from shipway.store import Store
 
 FLUSH_POINTS = 20_000
@@ -41,10 +42,12 @@ class MetricPoint(NamedTuple):
 class RunBuffer:
     """The unwritten points of one run."""
 
-    __slots__ = ("pending", "points", "run_id", "store")
+    __slots__ = ("client", "pending", "points", "run_id", "store")
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(self, store: Store | None, run_id: str, client: Client | None = None) -> None:
+        # Points go to ``store`` in embedded mode, or through ``client`` to a server.
         self.store = store
+        self.client = client
         self.run_id = run_id
         self.points: deque[Point] = deque()
         # Points drained but not yet committed because a write failed; retried first.
@@ -151,6 +154,12 @@ class MetricWriter:
     def _heartbeat(self, buffers: list[RunBuffer]) -> None:
         by_store: dict[int, tuple[Store, list[str]]] = {}
         for b in buffers:
+            if b.client is not None:
+                try:
+                    b.client.log_run(b.run_id)  # any call to a run's log endpoint is its heartbeat
+                except Exception as exc:
+                    self.last_error = exc
+                continue
             by_store.setdefault(id(b.store), (b.store, []))[1].append(b.run_id)
         for store, ids in by_store.values():
             try:
@@ -172,24 +181,41 @@ class MetricWriter:
             points.extend(dq.popleft() for _ in range(n))
             if not points and finish is None:
                 return 0
+            actor = finish.pop("actor", None) if finish is not None else None
+            total = len(points)
             try:
-                with buffer.store.write() as conn:
-                    if points:
-                        write_points(conn, buffer.run_id, points)
-                    if finish is not None:
-                        actor = finish.pop("actor", None)
-                        conn.execute(_FINISH, {"run_id": buffer.run_id, **finish})
-                        audit.append(
-                            conn,
-                            "run.ended",
-                            f"run/{buffer.run_id}",
-                            {"status": finish["status"], "points": len(points)},
-                            actor=actor,
-                        )
+                if buffer.client is not None:
+                    # Sends in chunks and removes each chunk the server took from ``points``,
+                    # so a retry after a failure resends only what was not written.
+                    buffer.client.log_points(buffer.run_id, points, finish)
+                else:
+                    commit_points(buffer.store, buffer.run_id, points, finish, actor)  # type: ignore[arg-type]
             except BaseException:
                 buffer.pending = points
                 raise
-            return len(points)
+            return total
+
+
+def commit_points(
+    store: Store,
+    run_id: str,
+    points: list[Point],
+    finish: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> None:
+    """Write points and, with ``finish`` (status, end_time, error), end the run, in one transaction."""
+    with store.write() as conn:
+        if points:
+            write_points(conn, run_id, points)
+        if finish is not None:
+            conn.execute(_FINISH, {"run_id": run_id, **finish})
+            audit.append(
+                conn,
+                "run.ended",
+                f"run/{run_id}",
+                {"status": finish["status"], "points": len(points)},
+                actor=actor,
+            )
 
 
 writer = MetricWriter()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from shipway.client.mode import remote_client
 from shipway.core.actor import current_actor
 from shipway.core.clock import now_ms
 from shipway.core.errors import Conflict, InvalidInput
@@ -27,6 +28,7 @@ from shipway.tracking.experiments import ensure_experiment
 from shipway.tracking.metrics import FLUSH_POINTS, RunBuffer, writer
 
 if TYPE_CHECKING:
+    from shipway.client import Client
     from shipway.data import DatasetVersion
     from shipway.tracking.artifacts import ArtifactEntry
 
@@ -94,12 +96,22 @@ def _param_row(run_id: str, key: str, value: Any) -> dict[str, Any]:
 class Run:
     """A run being recorded by this process; use it as a context manager or call :meth:`end`."""
 
-    def __init__(self, store: Store, run_id: str, experiment: str, name: str, user: str) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        run_id: str,
+        experiment: str,
+        name: str,
+        user: str,
+        client: Client | None = None,
+    ) -> None:
+        # Exactly one of ``store`` (embedded mode) and ``client`` (SHIPWAY_URI) is set.
         self.store = store
+        self._client = client
         self.id = run_id
         self.experiment = experiment
         self.name = name
-        self._buffer = RunBuffer(store, run_id)
+        self._buffer = RunBuffer(store, run_id, client)
         self._next_step: dict[str, int] = {}
         self._checked_keys: set[str] = set()
         self._params: dict[str, str] = {}
@@ -200,14 +212,10 @@ class Run:
             rows.append(row)
         if not rows:
             return
-        try:
-            with self.store.write() as conn:
-                conn.execute(_INSERT_PARAMS, rows)
-        except sa.exc.IntegrityError:
-            raise Conflict(
-                f"Some of params {', '.join(r['key'] for r in rows)} were already logged to run "
-                f"{self.id} by another process; params cannot change."
-            ) from None
+        if self._client is not None:
+            self._client.log_run(self.id, params={r["key"]: r["value"] for r in rows})
+        else:
+            insert_params(self.store, self.id, rows)  # type: ignore[arg-type]
         self._params.update({r["key"]: r["value"] for r in rows})
 
     def set_tag(self, key: str, value: Any) -> None:
@@ -217,7 +225,12 @@ class Run:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set several tags in one write."""
         self._check_open()
-        write_tags(self.store, self.id, tags)
+        if self._client is not None:
+            if not isinstance(tags, Mapping):
+                raise InvalidInput(f"Tags are a mapping of name to value, not {tags!r}.")
+            self._client.log_run(self.id, tags={check_key(k, "Tag"): str(v) for k, v in tags.items()})
+        else:
+            write_tags(self.store, self.id, tags)  # type: ignore[arg-type]
 
     # -- datasets and artifacts -----------------------------------------------------------------
 
@@ -228,6 +241,8 @@ class Run:
         from shipway.data import link_dataset, log_dataset
 
         self._check_open()
+        if self._client is not None:
+            return self._client.log_dataset(data, name, target, run_id=self.id, role=role)
         version = log_dataset(data, name=name, target=target, store=self.store)
         link_dataset(self.store, self.id, version, role=role, target=target)
         return version
@@ -237,7 +252,9 @@ class Run:
         from shipway.tracking.artifacts import log_artifact
 
         self._check_open()
-        return log_artifact(self.store, self.id, local_path, artifact_path)
+        if self._client is not None:
+            return self._client.log_artifact(self.id, local_path, artifact_path)
+        return log_artifact(self.store, self.id, local_path, artifact_path)  # type: ignore[arg-type]
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -286,6 +303,23 @@ def describe_error(exc: BaseException) -> str:
     return text[-4000:]
 
 
+def insert_params(store: Store, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Insert checked param rows; a key logged before (by anyone) is a Conflict."""
+    try:
+        with store.write() as conn:
+            conn.execute(_INSERT_PARAMS, rows)
+    except sa.exc.IntegrityError:
+        raise Conflict(
+            f"Some of params {', '.join(r['key'] for r in rows)} were already logged to run "
+            f"{run_id} by another process; params cannot change."
+        ) from None
+
+
+def param_rows(run_id: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Checked rows for the ``params`` table."""
+    return [_param_row(run_id, key, value) for key, value in params.items()]
+
+
 def write_tags(store: Store, run_id: str, tags: Mapping[str, Any]) -> None:
     """Insert or replace tags of a run."""
     if not isinstance(tags, Mapping):
@@ -311,19 +345,72 @@ def start_run(
     store: Store | None = None,
 ) -> Run:
     """Start recording a run in ``experiment`` (created on first use) and capture its lineage."""
-    store = store or get_store()
     experiment = experiment or os.environ.get("SHIPWAY_EXPERIMENT") or "default"
     check_name(experiment)
+    if name is not None:
+        check_name(name, "run")
+    client = remote_client(store)
+    if client is not None:
+        captured = lineage.capture(None)
+        _, packages = lineage.environment()
+        pid = os.getpid()
+        created = client.create_run(
+            experiment,
+            name,
+            {
+                "lineage": captured,
+                "packages": packages,
+                "pid": pid,
+                "pid_started": lineage.process_started(pid),
+            },
+        )
+        run = Run(None, created["id"], experiment, created["name"], created["user"], client=client)
+    else:
+        store = store or get_store()
+        actor = current_actor().name
+        run_id, name = create_run(store, experiment, name, actor)
+        run = Run(store, run_id, experiment, name, actor)
+    writer.register(run._buffer)
+    with _active_lock:
+        _active.append(run)
+    _install_exit_hooks()
+    if tags:
+        run.set_tags(tags)
+    return run
+
+
+def create_run(
+    store: Store,
+    experiment: str,
+    name: str | None,
+    actor: str,
+    *,
+    captured: dict[str, Any] | None = None,
+    packages: list[str] | None = None,
+    pid: int | None = None,
+    pid_started: int | None = None,
+) -> tuple[str, str]:
+    """Insert a RUNNING run and its audit entry; returns (run id, run name).
+
+    Without ``captured`` the lineage is this process's; the server passes what a remote client
+    captured in its own process (the environment hash is recomputed from ``packages`` here, so
+    a client cannot file a package list under another environment's hash).
+    """
     run_id = new_id()
-    name = check_name(name, "run") if name is not None else f"run-{run_id[-8:]}"
+    name = name if name is not None else f"run-{run_id[-8:]}"
     cache = store.cache
     exp_id = cache.get(("experiment", experiment))
     if exp_id is None:
         exp_id = cache[("experiment", experiment)] = ensure_experiment(store, experiment)
-    captured = lineage.capture(store.settings.home)
-    actor = current_actor().name
-    env_hash, packages = lineage.environment()
-    pid = os.getpid()
+    if captured is None:
+        captured = lineage.capture(store.settings.home)
+        env_hash, packages = lineage.environment()
+        pid = os.getpid()
+        pid_started = lineage.process_started(pid)
+    else:
+        packages = sorted(set(packages or []))
+        env_hash = lineage.environment_hash(packages)
+        captured = {**captured, "environment": {"hash": env_hash, "packages": len(packages)}}
     row = {
         "id": run_id,
         "experiment_id": exp_id,
@@ -331,9 +418,9 @@ def start_run(
         "status": RUNNING,
         "start_time": now_ms(),
         "user": actor,
-        "host": captured["host"],
+        "host": captured.get("host"),
         "pid": pid,
-        "pid_started": lineage.process_started(pid),
+        "pid_started": pid_started,
         "heartbeat_at": now_ms(),
         "environment_hash": env_hash,
         "lineage": captured,
@@ -351,14 +438,7 @@ def start_run(
             conn, "run.created", f"run/{run_id}", {"experiment": experiment, "name": name}, actor=actor
         )
     cache[("environment", env_hash)] = True
-    run = Run(store, run_id, experiment, name, actor)
-    writer.register(run._buffer)
-    with _active_lock:
-        _active.append(run)
-    _install_exit_hooks()
-    if tags:
-        run.set_tags(tags)
-    return run
+    return run_id, name
 
 
 def active_run() -> Run | None:
