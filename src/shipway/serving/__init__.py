@@ -1,0 +1,38 @@
+"""Serving: an inference ASGI app for registered versions (Open Inference Protocol v2 and plain JSON),
+adaptive batching, an atomically swapped routing table, and Prometheus metrics.
+
+Needs the ``serve`` extra: ``pip install "shipway[serve]"``.
+"""
+
+from shipway.core.errors import MissingDependency
+
+try:
+    import orjson  # noqa: F401
+    import prometheus_client  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise MissingDependency.for_extra("serve", exc.name or "orjson", "Serving models") from exc
+
+from shipway.serving.app import PredictionEvent, ServingApp, ServingConfig
+from shipway.serving.batching import BatchConfig
+from shipway.serving.host import ModelHost
+from shipway.serving.protocol import RequestError
+from shipway.serving.routing import Arm, Endpoint, Router, RoutingTable, stable_fraction
+from shipway.serving.serve import Target, parse_target, resolve_targets, serve
+
+__all__ = [
+    "Arm",
+    "BatchConfig",
+    "Endpoint",
+    "ModelHost",
+    "PredictionEvent",
+    "RequestError",
+    "Router",
+    "RoutingTable",
+    "ServingApp",
+    "ServingConfig",
+    "Target",
+    "parse_target",
+    "resolve_targets",
+    "serve",
+    "stable_fraction",
+]

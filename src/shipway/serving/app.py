@@ -1,0 +1,393 @@
+"""The inference ASGI app: V2 and plain-JSON prediction endpoints, health, metadata and metrics.
+
+A plain ASGI callable rather than a framework: the prediction path is path split, one table
+lookup, body read, parse, batched predict, encode, with nothing per request that it does not need.
+
+    GET  /v2                                      server metadata
+    GET  /v2/health/live | /v2/health/ready       liveness; readiness (every endpoint answers)
+    GET  /v2/models/{name}[/versions/{v}]         model metadata from the version's signature
+    GET  /v2/models/{name}[/versions/{v}]/ready   200 when it answers, 503 while loading
+    POST /v2/models/{name}[/versions/{v}]/infer   Open Inference Protocol v2
+    POST /v1/models/{name}[/versions/{v}]/predict {"records": [...]} or {"columns", "data"}
+    GET  /metrics                                 Prometheus text format
+
+Inference endpoints are unauthenticated, like KServe's and Triton's: put them behind your
+network policy or gateway. The control-plane API (``shipway up``) is a different server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shipway.core.errors import ShipwayError
+from shipway.serving.batching import BatchConfig
+from shipway.serving.host import ModelHost
+from shipway.serving.metrics import CONTENT_TYPE, ServingMetrics
+from shipway.serving.protocol import RequestError, encode_v1, encode_v2, parse_v1, parse_v2, v2_table
+from shipway.serving.routing import Arm, Endpoint, Router, retired_hosts
+from shipway.store import Store
+
+log = logging.getLogger("shipway.serving")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+VERSION_HEADER = b"shipway-model-version"
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Server-wide limits, and the batching every endpoint gets unless deployed with its own."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    batch: BatchConfig = field(default_factory=BatchConfig)
+
+
+@dataclass(frozen=True)
+class PredictionEvent:
+    """One answered prediction, as listeners (a prediction log, a rollout analysis) receive it."""
+
+    endpoint: str
+    version: str
+    arm: str
+    request_id: str | None
+    columns: dict[str, Any]
+    predictions: Any
+    seconds: float
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def _error(status: int, code: str, message: str) -> RequestError:
+    return RequestError(status, code, message)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ServingApp:
+    """Serves the endpoints in its :class:`Router`; ``deploy`` loads a version and routes to it."""
+
+    def __init__(self, config: ServingConfig | None = None, *, store: Store | None = None) -> None:
+        self.config = config or ServingConfig()
+        self.store = store
+        self.router = Router()
+        self.metrics = ServingMetrics()
+        # Called with a PredictionEvent after each answered prediction, on the event loop: keep
+        # them cheap (hand the event to a queue). Seam for the prediction log and rollout analysis.
+        self.listeners: list[Callable[[PredictionEvent], None]] = []
+        self._hosts_lock = threading.Lock()
+
+    # -- deploying ---------------------------------------------------------------------------
+
+    def load(
+        self, endpoint: str, uri: str, *, trust: bool = False, batch: BatchConfig | None = None
+    ) -> ModelHost:
+        """Load and warm ``uri`` as a host for ``endpoint`` without routing any traffic to it."""
+        return ModelHost.load(
+            endpoint,
+            uri,
+            config=batch or self.config.batch,
+            metrics=self.metrics,
+            trust=trust,
+            store=self.store,
+        )
+
+    def route(self, endpoint: str, *arms: Arm, sticky_header: str | None = None) -> None:
+        """Atomically point ``endpoint`` at ``arms``; hosts no longer routed are retired."""
+        for arm in arms:
+            arm.host.activate()
+        previous = self.router.route(endpoint, *arms, sticky_header=sticky_header)
+        for host in retired_hosts(previous, self.router.table.endpoints.get(endpoint)):
+            host.retire()
+
+    def deploy(
+        self, endpoint: str, uri: str, *, trust: bool = False, batch: BatchConfig | None = None
+    ) -> ModelHost:
+        """Load and warm ``uri``, then switch ``endpoint`` to it in one swap (blocking)."""
+        self.router.mark_unready(endpoint, f"{uri} is loading.")
+        try:
+            host = self.load(endpoint, uri, trust=trust, batch=batch)
+        except ShipwayError as exc:
+            self.router.mark_unready(endpoint, f"{uri} could not be loaded: {exc.message}")
+            raise
+        self.route(endpoint, Arm(host))
+        return host
+
+    def deploy_in_background(
+        self,
+        targets: Iterable[tuple[str, str]],
+        *,
+        trust: bool = False,
+        on_ready: Callable[[ModelHost], None] | None = None,
+        on_error: Callable[[str, str, Exception], None] | None = None,
+    ) -> threading.Thread:
+        """Deploy each (endpoint, uri) in a thread; endpoints answer 503 until their version is warm."""
+        targets = list(targets)
+        for endpoint, uri in targets:
+            self.router.mark_unready(endpoint, f"{uri} is loading.")
+
+        def work() -> None:
+            for endpoint, uri in targets:
+                try:
+                    host = self.deploy(endpoint, uri, trust=trust)
+                except Exception as exc:  # reported; the endpoint keeps answering 503 with why
+                    if not isinstance(exc, ShipwayError):
+                        self.router.mark_unready(endpoint, f"{uri} could not be loaded: {exc}")
+                    if on_error is not None:
+                        on_error(endpoint, uri, exc)
+                    else:
+                        log.error("could not serve %s as %s: %s", uri, endpoint, exc)
+                    continue
+                if on_ready is not None:
+                    on_ready(host)
+
+        thread = threading.Thread(target=work, name="shipway-deploy", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Stop every host's predict thread."""
+        for endpoint in self.router.table.endpoints.values():
+            for arm in endpoint.arms:
+                arm.host.retire()
+
+    # -- ASGI --------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self.close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = scope["path"].strip("/").split("/")
+        method = scope["method"]
+        try:
+            if len(parts) >= 3 and parts[1] == "models" and parts[0] in ("v1", "v2"):
+                await self._model_route(parts, method, scope, receive, send)
+            elif parts == ["metrics"]:
+                self._allow(method, "GET")
+                await _respond(send, 200, self.metrics.render(), [(b"content-type", CONTENT_TYPE.encode())])
+            elif parts[0] == "v2" and len(parts) <= 3:
+                self._allow(method, "GET")
+                await self._server_route(parts, send)
+            else:
+                raise _error(404, "not_found", f"No endpoint at {scope['path']}; see /v2/health/ready.")
+        except RequestError as err:
+            await _respond(send, err.status, err.body(), [_JSON, *err.headers])
+        except _ClientGone:
+            return
+        except Exception:  # a bug in Shipway: answer with the envelope, log the traceback
+            log.exception("unexpected error serving %s %s", method, scope["path"])
+            error = _error(500, "internal", "Unexpected server error; the server log has the traceback.")
+            await _respond(send, 500, error.body(), [_JSON])
+
+    @staticmethod
+    def _allow(method: str, allowed: str) -> None:
+        if method != allowed and not (allowed == "GET" and method == "HEAD"):
+            raise RequestError(
+                405,
+                "method_not_allowed",
+                f"Use {allowed} here, not {method}.",
+                headers=[(b"allow", allowed.encode())],
+            )
+
+    async def _server_route(self, parts: list[str], send: Send) -> None:
+        if parts == ["v2"]:
+            import shipway
+
+            body = {"name": "shipway", "version": shipway.__version__, "extensions": ["binary_tensor_data"]}
+            await _respond(send, 200, orjson.dumps(body), [_JSON])
+        elif parts == ["v2", "health", "live"]:
+            await _respond(send, 200, b'{"live":true}', [_JSON])
+        elif parts == ["v2", "health", "ready"]:
+            waiting = {n: e.problem for n, e in self.router.table.endpoints.items() if not e.ready}
+            body = orjson.dumps({"ready": not waiting, "waiting": waiting})
+            await _respond(send, 503 if waiting else 200, body, [_JSON])
+        else:
+            raise _error(404, "not_found", f"No endpoint at /{'/'.join(parts)}; see /v2/health/ready.")
+
+    def _endpoint(self, name: str) -> Endpoint:
+        endpoint = self.router.table.endpoints.get(name)
+        if endpoint is None:
+            served = ", ".join(sorted(self.router.table.endpoints)) or "none"
+            raise _error(404, "model_not_found", f"No model is served as '{name}'. Served: {served}.")
+        return endpoint
+
+    @staticmethod
+    def _host(
+        endpoint: Endpoint, version: str | None, headers: dict[bytes, bytes] | None
+    ) -> tuple[ModelHost, str]:
+        if not endpoint.arms:
+            raise _error(503, "model_not_ready", f"'{endpoint.name}' is not ready: {endpoint.problem}")
+        if version is not None:
+            host = endpoint.host_for(version)
+            if host is None:
+                raise _error(
+                    404,
+                    "version_not_found",
+                    f"'{endpoint.name}' does not serve version {version}; it serves "
+                    f"{', '.join(endpoint.versions)}.",
+                )
+            return host, "pinned"
+        key = None
+        if endpoint.sticky_header is not None and headers is not None:
+            raw = headers.get(endpoint.sticky_header.encode())
+            key = raw.decode("latin-1") if raw is not None else None
+        arm = endpoint.choose(key)
+        return arm.host, arm.label
+
+    async def _model_route(
+        self, parts: list[str], method: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        protocol, name, rest = parts[0], parts[2], parts[3:]
+        version = None
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if len(rest) == 1 else None if not rest else "?"
+        if protocol == "v1":
+            if action != "predict":
+                raise _error(
+                    404, "not_found", f"No endpoint at {scope['path']}; use /v1/models/{name}/predict."
+                )
+            self._allow(method, "POST")
+            await self._predict(scope, receive, send, name, version, v2=False)
+        elif action == "infer":
+            self._allow(method, "POST")
+            await self._predict(scope, receive, send, name, version, v2=True)
+        elif action is None or action == "ready":
+            self._allow(method, "GET")
+            endpoint = self._endpoint(name)
+            if action == "ready":
+                ready = endpoint.ready and (version is None or endpoint.host_for(version) is not None)
+                body = orjson.dumps({"name": name, "ready": ready})
+                await _respond(send, 200 if ready else 503, body, [_JSON])
+                return
+            host, _ = self._host(endpoint, version, None)
+            versions = [version] if version is not None else endpoint.versions
+            await _respond(send, 200, orjson.dumps(host.metadata(name, versions)), [_JSON])
+        else:
+            raise _error(404, "not_found", f"No endpoint at {scope['path']}.")
+
+    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+        limit = self.config.max_body_bytes
+        too_large = RequestError(
+            413,
+            "payload_too_large",
+            f"The body is over this server's limit of {limit} bytes; send fewer rows per request.",
+        )
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large  # refused before reading a byte of it
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        encoding = headers.get(b"content-encoding")
+        if encoding is None or encoding == b"identity":
+            return body
+        if encoding not in (b"gzip", b"deflate"):
+            raise _error(
+                415, "unsupported_encoding", f"Content-Encoding {encoding.decode()!r}: use gzip or deflate."
+            )
+        inflater = zlib.decompressobj(31 if encoding == b"gzip" else 15)
+        try:
+            plain = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise _error(
+                400, "malformed_request", f"The {encoding.decode()} body does not decompress: {exc}."
+            ) from None
+        if len(plain) > limit:
+            raise too_large
+        if not inflater.eof:
+            raise _error(400, "malformed_request", f"The {encoding.decode()} body is truncated.")
+        return plain
+
+    async def _predict(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None, *, v2: bool
+    ) -> None:
+        started = time.perf_counter()
+        endpoint = self.router.table.endpoints.get(name)
+        headers = dict(scope["headers"])
+        try:
+            host, arm = self._host(self._endpoint(name) if endpoint is None else endpoint, version, headers)
+        except RequestError as err:
+            # Unknown names share one label value, so clients cannot grow the metric set.
+            self.metrics.error(name if endpoint is not None else "", "", err.code)
+            raise
+        metrics = host.metrics
+        version_header = (VERSION_HEADER, host.label.encode())
+        try:
+            body = await self._read_body(receive, headers)
+            if v2:
+                header_length = headers.get(b"inference-header-content-length")
+                if header_length is not None and not header_length.isdigit():
+                    raise _error(
+                        400, "malformed_request", "Inference-Header-Content-Length must be an integer."
+                    )
+                request = parse_v2(body, int(header_length) if header_length is not None else None)
+                table = v2_table(request, host.columns)
+                predictions = await host.predict(table)
+                payload, content = encode_v2(request, name, host.label, predictions)
+                request_id = request.id
+            else:
+                table = parse_v1(body)
+                predictions = await host.predict(table)
+                payload, content, request_id = encode_v1(name, host.label, predictions), [_JSON], None
+        except RequestError as err:
+            if metrics is not None:
+                metrics.errors(err.code).inc()
+                metrics.requests.inc()
+                metrics.latency.observe(time.perf_counter() - started)
+            await _respond(send, err.status, err.body(), [_JSON, version_header, *err.headers])
+            return
+        await _respond(send, 200, payload, [*content, version_header])
+        seconds = time.perf_counter() - started
+        if metrics is not None:
+            metrics.requests.inc()
+            metrics.latency.observe(seconds)
+        if self.listeners:
+            event = PredictionEvent(name, host.label, arm, request_id, table.columns, predictions, seconds)
+            for listener in self.listeners:
+                try:
+                    listener(event)
+                except Exception:  # a listener's bug must not fail the request already answered
+                    log.exception("prediction listener failed")

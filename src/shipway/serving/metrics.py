@@ -1,0 +1,121 @@
+"""Prometheus metrics of the inference server, per endpoint (``model``) and ``version``.
+
+Each app owns its registry, so several apps (or tests) in one process never share counters.
+A host binds its label values once (:meth:`ServingMetrics.bind`), which keeps label lookups
+off the request path; the queue depth is read from the queue when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "BoundMetrics", "ServingMetrics"]
+
+# Seconds: sub-millisecond resolution at the bottom, where a lean server answers.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.008,
+    0.016,
+    0.032,
+    0.064,
+    0.128,
+    0.256,
+    0.512,
+    1.0,
+    2.5,
+    5.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class BoundMetrics:
+    """One version's metric children, labels already applied."""
+
+    requests: Any
+    latency: Any
+    predict_latency: Any
+    batch_size: Any
+    errors: Callable[[str], Any]
+
+
+class ServingMetrics:
+    """Counters, histograms and gauges for every endpoint and version an app serves."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ["model", "version"]
+        r = self.registry
+        self.requests = Counter(
+            "shipway_serving_requests", "Prediction requests answered, successful or not.", labels, registry=r
+        )
+        self.errors = Counter(
+            "shipway_serving_errors",
+            "Prediction requests that failed, by stable error code.",
+            [*labels, "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "shipway_serving_request_duration_seconds",
+            "Time from a prediction request's arrival to its response, in seconds.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predict_latency = Histogram(
+            "shipway_serving_predict_duration_seconds",
+            "Time of one batched predict call (validation included), in seconds.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "shipway_serving_batch_size_rows",
+            "Rows per batched predict call.",
+            labels,
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "shipway_serving_queue_depth", "Requests waiting to be batched.", labels, registry=r
+        )
+        self.load_seconds = Gauge(
+            "shipway_serving_model_load_seconds",
+            "Seconds taken to load (digests verified) and warm a version.",
+            labels,
+            registry=r,
+        )
+        self.ready = Gauge(
+            "shipway_serving_model_ready",
+            "1 when a version is loaded, warmed and serving.",
+            labels,
+            registry=r,
+        )
+
+    def bind(self, model: str, version: str, queue_depth: Callable[[], float]) -> BoundMetrics:
+        """Children for one version; the queue depth gauge calls ``queue_depth`` at scrape time."""
+        self.queue_depth.labels(model, version).set_function(queue_depth)
+        errors = self.errors
+        return BoundMetrics(
+            requests=self.requests.labels(model, version),
+            latency=self.latency.labels(model, version),
+            predict_latency=self.predict_latency.labels(model, version),
+            batch_size=self.batch_size.labels(model, version),
+            errors=lambda code: errors.labels(model, version, code),
+        )
+
+    def error(self, model: str, version: str, code: str) -> None:
+        """Count a failed request that never reached a version (unknown model, bad path...)."""
+        self.errors.labels(model, version, code).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

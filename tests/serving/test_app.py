@@ -1,0 +1,197 @@
+"""The inference endpoints over real HTTP: the Triton/KServe V2 client, plain JSON, health and metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+import shipway
+from shipway.serving import ServingApp
+
+
+@pytest.fixture
+def served(churn, start_server):  # type: ignore[no-untyped-def]
+    running = start_server()
+    running.app.deploy("churn", "models:/churn@prod")
+    return running
+
+
+@pytest.fixture
+def client(served):  # type: ignore[no-untyped-def]
+    c = triton.InferenceServerClient(url=f"127.0.0.1:{served.port}")
+    yield c
+    c.close()
+
+
+def _inputs(frame, binary: bool) -> list[triton.InferInput]:  # type: ignore[no-untyped-def]
+    n = len(frame)
+    tenure = triton.InferInput("tenure", [n], "INT64")
+    tenure.set_data_from_numpy(frame["tenure"].to_numpy(np.int64), binary_data=binary)
+    charges = triton.InferInput("charges", [n], "FP64")
+    charges.set_data_from_numpy(frame["charges"].to_numpy(np.float64), binary_data=binary)
+    plan = triton.InferInput("plan", [n], "BYTES")
+    plan.set_data_from_numpy(frame["plan"].to_numpy(object), binary_data=binary)
+    return [tenure, charges, plan]
+
+
+def test_health_and_metadata_through_the_triton_client(client, churn_data) -> None:  # type: ignore[no-untyped-def]
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("churn")
+    assert client.is_model_ready("churn", "1")
+    assert not client.is_model_ready("churn", "7")
+    meta = client.get_model_metadata("churn")
+    assert meta["name"] == "churn" and meta["versions"] == ["1"] and meta["platform"] == "sklearn"
+    assert meta["inputs"] == [
+        {"name": "tenure", "datatype": "INT64", "shape": [-1]},
+        {"name": "charges", "datatype": "FP64", "shape": [-1]},
+        {"name": "plan", "datatype": "BYTES", "shape": [-1]},
+    ]
+    assert meta["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [-1]}]
+    assert client.get_model_metadata("churn", "1")["versions"] == ["1"]
+    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_infer_through_the_triton_client(client, churn_data, classifier, binary) -> None:  # type: ignore[no-untyped-def]
+    frame = churn_data[0].iloc[:25]
+    outputs = None if binary else [triton.InferRequestedOutput("predict", binary_data=False)]
+    result = client.infer("churn", _inputs(frame, binary), request_id="req-42", outputs=outputs)
+    response = result.get_response()
+    assert response["id"] == "req-42"
+    assert response["model_name"] == "churn" and response["model_version"] == "1"
+    np.testing.assert_array_equal(result.as_numpy("predict"), classifier.predict(frame))
+    pinned = client.infer("churn", _inputs(frame, binary), model_version="1")
+    np.testing.assert_array_equal(pinned.as_numpy("predict"), classifier.predict(frame))
+
+
+def test_triton_client_sees_errors_as_text(client, churn_data) -> None:  # type: ignore[no-untyped-def]
+    frame = churn_data[0].iloc[:2].assign(plan=["basic", "gold"])
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("churn", _inputs(frame, True))
+    assert caught.value.status() == "422"
+    assert "unknown categories ['gold']" in caught.value.message()
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("nope", _inputs(frame, True))
+    assert caught.value.status() == "404" and "No model is served as 'nope'" in caught.value.message()
+
+
+def test_single_two_dimensional_input_follows_signature_order(served, churn_data, classifier) -> None:  # type: ignore[no-untyped-def]
+    frame = churn_data[0].iloc[:3]
+    rows = [[str(v) for v in row] for row in frame.itertuples(index=False)]
+    body = {"id": "x", "inputs": [{"name": "input-0", "shape": [3, 3], "datatype": "BYTES", "data": rows}]}
+    response = served.client.post("/v2/models/churn/infer", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()["outputs"][0]
+    assert out["name"] == "predict" and out["shape"] == [3] and out["datatype"] == "INT64"
+    assert out["data"] == classifier.predict(frame).tolist()
+    assert response.headers["shipway-model-version"] == "1"
+
+
+def test_plain_json_records_and_columns(served, churn_data, classifier) -> None:  # type: ignore[no-untyped-def]
+    frame = churn_data[0].iloc[:5]
+    expected = classifier.predict(frame).tolist()
+    by_records = served.client.post("/v1/models/churn/predict", json={"records": frame.to_dict("records")})
+    assert by_records.status_code == 200, by_records.text
+    assert by_records.json() == {"predictions": expected, "model_name": "churn", "model_version": "1"}
+    assert by_records.headers["shipway-model-version"] == "1"
+    split = frame.to_dict("split")
+    by_columns = served.client.post(
+        "/v1/models/churn/predict", json={"columns": split["columns"], "data": split["data"]}
+    )
+    assert by_columns.json()["predictions"] == expected
+    pinned = served.client.post(
+        "/v1/models/churn/versions/1/predict", json={"records": frame.to_dict("records")}
+    )
+    assert pinned.json()["predictions"] == expected
+    # Integers for a float column are widened, as the registry's validate does.
+    widened = served.client.post(
+        "/v1/models/churn/predict", json={"records": [{"tenure": 3, "charges": 80, "plan": "pro"}]}
+    )
+    assert widened.status_code == 200
+
+
+def test_endpoint_answers_503_until_its_version_is_warm(churn, start_server) -> None:  # type: ignore[no-untyped-def]
+    running = start_server()
+    client = running.client
+    assert client.get("/v2/health/live").status_code == 200
+    running.app.router.mark_unready("churn", "models:/churn@prod is loading.")
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 503 and ready.json()["waiting"] == {"churn": "models:/churn@prod is loading."}
+    assert client.get("/v2/models/churn/ready").status_code == 503
+    early = client.post("/v1/models/churn/predict", json={"records": [{"tenure": 1}]})
+    assert early.status_code == 503
+    assert early.json()["code"] == "model_not_ready" and "is loading" in early.json()["error"]
+    assert client.get("/v2/models/churn").status_code == 503
+    running.app.deploy("churn", "models:/churn@prod")
+    assert client.get("/v2/health/ready").status_code == 200
+    assert client.get("/v2/models/churn/ready").json() == {"name": "churn", "ready": True}
+
+
+def test_background_deploy_becomes_ready(churn, start_server) -> None:  # type: ignore[no-untyped-def]
+    app = ServingApp()
+    ready = []
+    thread = app.deploy_in_background([("churn", "models:/churn/1")], on_ready=ready.append)
+    running = start_server(app)
+    thread.join(60)
+    assert [h.label for h in ready] == ["1"]
+    assert running.client.get("/v2/health/ready").status_code == 200
+
+
+def test_a_version_that_fails_to_load_keeps_answering_503_with_why(start_server) -> None:  # type: ignore[no-untyped-def]
+    # A python-function model holds code: loading it without trust is refused, so it never serves.
+    shipway.register_model(lambda frame: [0] * len(frame), name="fn")
+    app = ServingApp()
+    errors = []
+    app.deploy_in_background([("fn", "models:/fn/1")], on_error=lambda e, u, exc: errors.append(exc)).join(60)
+    assert len(errors) == 1
+    running = start_server(app)
+    response = running.client.post("/v1/models/fn/predict", json={"records": [{"x": 1}]})
+    assert response.status_code == 503
+    assert "could not be loaded" in response.json()["error"]
+    assert running.client.get("/v2/health/ready").status_code == 503
+
+
+def test_prometheus_metrics(served, churn_data) -> None:  # type: ignore[no-untyped-def]
+    frame = churn_data[0].iloc[:4]
+    client = served.client
+    for _ in range(3):
+        assert client.post("/v1/models/churn/predict", json={"records": frame.to_dict("records")}).is_success
+    assert client.post("/v1/models/churn/predict", content=b"{").status_code == 400
+    assert client.post("/v1/models/nope/predict", json={}).status_code == 404
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    churn1 = (("model", "churn"), ("version", "1"))
+    assert samples[("shipway_serving_requests_total", churn1)] == 4
+    assert samples[("shipway_serving_errors_total", (("code", "malformed_json"), *churn1))] == 1
+    assert (
+        samples[
+            ("shipway_serving_errors_total", (("code", "model_not_found"), ("model", ""), ("version", "")))
+        ]
+        == 1
+    )
+    assert samples[("shipway_serving_request_duration_seconds_count", churn1)] == 4
+    assert samples[("shipway_serving_batch_size_rows_sum", churn1)] >= 12
+    assert samples[("shipway_serving_predict_duration_seconds_count", churn1)] >= 3
+    assert samples[("shipway_serving_queue_depth", churn1)] == 0
+    assert samples[("shipway_serving_model_load_seconds", churn1)] > 0
+    assert samples[("shipway_serving_model_ready", churn1)] == 1
+
+
+def test_listeners_receive_each_answered_prediction(served, churn_data) -> None:  # type: ignore[no-untyped-def]
+    events = []
+    served.app.listeners.append(events.append)
+    frame = churn_data[0].iloc[:2]
+    served.client.post("/v1/models/churn/predict", json={"records": frame.to_dict("records")})
+    served.client.post("/v1/models/churn/predict", json={"records": []})  # refused: no event
+    (event,) = events
+    assert (event.endpoint, event.version, event.arm) == ("churn", "1", "stable")
+    assert list(event.columns) == ["tenure", "charges", "plan"] and len(event.predictions) == 2
