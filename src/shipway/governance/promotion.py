@@ -18,12 +18,14 @@ from shipway.core.actor import current_actor
 from shipway.core.clock import now_ms
 from shipway.core.errors import Conflict, GateFailed, InvalidInput, NotFound, PermissionDenied
 from shipway.core.ids import new_id
+from shipway.core.pages import decode_cursor, encode_cursor
 from shipway.governance import gates as gate_mod
 from shipway.governance.identity import require
 from shipway.governance.policy import current_policy
 from shipway.registry import ARCHIVED, ModelVersion, get_version
 from shipway.registry.versions import check_alias, move_alias
 from shipway.store import Store, audit, get_store, schema
+from shipway.tracking import Page
 
 PENDING, COMPLETED, FAILED, REJECTED, LAPSED, SUPERSEDED = (
     "pending",
@@ -34,6 +36,7 @@ PENDING, COMPLETED, FAILED, REJECTED, LAPSED, SUPERSEDED = (
     "superseded",
 )
 _R, _A, _M = schema.promotion_requests, schema.approvals, schema.models
+MAX_PAGE = 1000  # requests per page of list_requests
 
 
 @dataclass(frozen=True)
@@ -323,18 +326,35 @@ def reject(name: str, version: int, to: str, *, reason: str, store: Store | None
 
 
 def list_requests(
-    *, model: str | None = None, status: str | None = None, limit: int = 100, store: Store | None = None
-) -> list[PromotionRequest]:
-    """Requests, newest first."""
+    *,
+    model: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    page_token: str | None = None,
+    store: Store | None = None,
+) -> Page[PromotionRequest]:
+    """Requests, newest first: one page of at most ``limit``; pass its ``next_page_token`` for the next."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}, not {limit!r}.")
     store = store or get_store()
     query = sa.select(_R, _M.c.name.label("model_name")).join(_M, _M.c.id == _R.c.model_id)
     if model is not None:
         query = query.where(_M.c.name == model)
     if status is not None:
         query = query.where(_R.c.status == status)
-    query = query.order_by(_R.c.requested_at.desc(), _R.c.id).limit(limit)
+    if page_token:
+        # Keyset: strictly after the last request of the previous page in (newest, id) order.
+        at, last_id = decode_cursor(page_token, (int, str))
+        query = query.where(
+            sa.or_(_R.c.requested_at < at, sa.and_(_R.c.requested_at == at, _R.c.id > last_id))
+        )
+    query = query.order_by(_R.c.requested_at.desc(), _R.c.id).limit(limit + 1)
     with store.read() as conn:
-        return [_load(conn, row, row.model_name) for row in conn.execute(query).all()]
+        rows = conn.execute(query).all()
+        page: Page[PromotionRequest] = Page(_load(conn, row, row.model_name) for row in rows[:limit])
+    if len(rows) > limit:
+        page.next_page_token = encode_cursor([rows[limit - 1].requested_at, rows[limit - 1].id])
+    return page
 
 
 def get_request(request_id: str, *, store: Store | None = None) -> PromotionRequest:
