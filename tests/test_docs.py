@@ -98,6 +98,8 @@ def test_docs_code_blocks_run(doc: Path, tmp_path: Path, request: pytest.Fixture
                 s3.create_bucket(bucket)
             script = re.sub(r"SHIPWAY_S3_ENDPOINT_URL=\S+", f"SHIPWAY_S3_ENDPOINT_URL={s3.endpoint}", script)
             env.update({k: os.environ[k] for k in os.environ if k.startswith("AWS_")})
+        if "PORT=8765" in script:  # a server in the background: any free port will do
+            script = script.replace("PORT=8765", f"PORT={free_port()}")
         run_shell(script, tmp_path, env)
 
 

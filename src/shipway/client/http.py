@@ -93,6 +93,7 @@ class Client:
             )
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self._actor: Any = None
         headers = {"user-agent": "shipway-sdk"}
         if token:
             headers["authorization"] = f"Bearer {token}"
@@ -486,7 +487,26 @@ class Client:
         return self.current_policy()
 
     def whoami(self) -> dict[str, Any]:
-        return self.request("GET", "/api/v1/whoami")
+        from shipway.core.actor import os_user
+
+        # The identity is the server's answer; the OS user is the one running this process.
+        return {**self.request("GET", "/api/v1/whoami"), "os_user": os_user()}
+
+    def actor(self) -> Any:
+        """The identity behind this client's token, asked of the server once."""
+        if self._actor is None:
+            from shipway.core.actor import Actor
+
+            me = self.whoami()
+            self._actor = Actor(
+                name=me["name"],
+                role=me["role"],
+                kind=me["kind"],
+                model_roles=dict(me.get("model_roles") or {}),
+                ceiling=me.get("ceiling"),
+                models=tuple(me["models"]) if me.get("models") else None,
+            )
+        return self._actor
 
     def create_token(
         self,

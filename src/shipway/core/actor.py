@@ -79,13 +79,19 @@ _current: ContextVar[Actor | None] = ContextVar("shipway_actor", default=None)
 def current_actor() -> Actor:
     """The actor for the code running now.
 
-    Inside :func:`acting_as`, that actor; otherwise, when ``SHIPWAY_TOKEN`` is set, the identity
+    Inside :func:`acting_as`, that actor; in remote mode (``SHIPWAY_URI``), the identity the
+    server says the token names; otherwise, when ``SHIPWAY_TOKEN`` is set, the identity
     the token names in the local store (so one machine can act as two people, as four-eyes
     approval needs); otherwise the OS user.
     """
     actor = _current.get()
     if actor is not None:
         return actor
+    from shipway.client.mode import remote_client
+
+    client = remote_client()
+    if client is not None:
+        return client.actor()  # who the server says the token is (the server still checks every call)
     token = os.environ.get("SHIPWAY_TOKEN")
     if token:
         # Governance sits above core; it is imported only when a token asks for it.
