@@ -464,11 +464,18 @@ class Client:
         path = f"/api/v1/models/{_seg(name)}/versions/{int(version)}/{decision}"
         return _request(self.request("POST", path, json=body))
 
-    def list_requests(self, *, model: str | None, status: str | None, limit: int) -> list[Any]:
-        params = {
-            k: v for k, v in {"model": model, "status": status, "limit": limit}.items() if v is not None
-        }
-        return [_request(r) for r in self.request("GET", "/api/v1/requests", params=params)["requests"]]
+    def list_requests(
+        self, *, model: str | None, status: str | None, limit: int, page_token: str | None
+    ) -> Any:
+        from shipway.tracking.search import Page
+
+        params = {"model": model, "status": status, "limit": limit, "page_token": page_token}
+        data = self.request(
+            "GET", "/api/v1/requests", params={k: v for k, v in params.items() if v is not None}
+        )
+        page: Page[Any] = Page(_request(r) for r in data["requests"])
+        page.next_page_token = data.get("next_page_token")
+        return page
 
     def get_request(self, request_id: str) -> Any:
         return _request(self.request("GET", f"/api/v1/requests/{_seg(request_id)}"))

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from shipway.client.mode import remote_client
 from shipway.core.actor import current_actor
 from shipway.core.clock import now_ms
 from shipway.core.errors import Conflict, GateFailed, InvalidInput, NotFound, PermissionDenied
@@ -116,6 +117,9 @@ def promote(name: str, version: int, to: str, *, store: Store | None = None) -> 
     Returns the request (``completed`` when the alias moved, ``pending`` when approvals are
     needed); raises GateFailed, carrying the report, when a gate did not pass.
     """
+    client = remote_client(store)
+    if client is not None:
+        return client.promote(name, version, to)
     actor = require("contributor", name)
     store = store or get_store()
     check_alias(to)
@@ -315,6 +319,9 @@ def approve(
     name: str, version: int, to: str, *, comment: str | None = None, store: Store | None = None
 ) -> PromotionRequest:
     """Approve the pending request; the alias moves when the last required approval arrives."""
+    client = remote_client(store)
+    if client is not None:
+        return client.decide(name, version, to, "approve", comment=comment)
     return _decide(name, version, to, "approve", comment, store)
 
 
@@ -322,6 +329,9 @@ def reject(name: str, version: int, to: str, *, reason: str, store: Store | None
     """Reject the pending request, with a reason (required)."""
     if not reason or not reason.strip():
         raise InvalidInput("A rejection needs a reason: --reason 'fairness table shows ...'.")
+    client = remote_client(store)
+    if client is not None:
+        return client.decide(name, version, to, "reject", reason=reason)
     return _decide(name, version, to, "reject", reason, store)
 
 
@@ -334,6 +344,9 @@ def list_requests(
     store: Store | None = None,
 ) -> Page[PromotionRequest]:
     """Requests, newest first: one page of at most ``limit``; pass its ``next_page_token`` for the next."""
+    client = remote_client(store)
+    if client is not None:
+        return client.list_requests(model=model, status=status, limit=limit, page_token=page_token)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"limit must be an integer from 1 to {MAX_PAGE}, not {limit!r}.")
     store = store or get_store()
@@ -359,6 +372,9 @@ def list_requests(
 
 def get_request(request_id: str, *, store: Store | None = None) -> PromotionRequest:
     """One request by id (or a unique prefix of at least 6 characters)."""
+    client = remote_client(store)
+    if client is not None:
+        return client.get_request(request_id)
     store = store or get_store()
     if not isinstance(request_id, str) or len(request_id) < 6:
         raise InvalidInput("Give a request id, or at least its first 6 characters.")

@@ -125,10 +125,27 @@ def load_model(
     uri: str, *, trust: bool = False, public_key: str | Path | None = None, store: Store | None = None
 ) -> LoadedModel:
     """Load ``models:/name@alias`` or ``models:/name/3`` with digests verified and pickles scanned."""
-    from shipway.core.errors import IntegrityError
+    from shipway.client.mode import remote_client
 
+    client = remote_client(store)
+    if client is not None:
+        return client.load_model(uri, trust=trust, public_key=public_key)
     store = store or get_store()
     version = resolve(uri, store=store)
+    check_before_load(version, public_key)
+    tmp = tempfile.TemporaryDirectory(prefix="shipway-load-")
+    try:
+        folder = materialize(version, Path(tmp.name) / "model", store=store)
+        model = load_folder(version, folder, trust=trust)
+    finally:
+        tmp.cleanup()
+    return LoadedModel(version, model)
+
+
+def check_before_load(version: ModelVersion, public_key: str | Path | None) -> None:
+    """Refuse a version whose manifest was altered, or whose signature ``public_key`` rejects."""
+    from shipway.core.errors import IntegrityError
+
     payload = version.payload()
     if integrity.manifest_digest(payload) != version.manifest_digest:
         raise IntegrityError(
@@ -139,13 +156,10 @@ def load_model(
         _check_signable(version, public_key)
         if not integrity.verify_signature(payload, version.signature or "", Path(public_key)):
             raise IntegrityError(f"The signature of {version.uri} does not verify with {public_key}.")
-    flavor = get_flavor(version.flavor)
-    tmp = tempfile.TemporaryDirectory(prefix="shipway-load-")
-    try:
-        folder = materialize(version, Path(tmp.name) / "model", store=store)
-        if not trust:
-            integrity.refuse_unsafe_pickles(folder, version.uri, version.format)
-        model = flavor.load(folder, version.flavor_meta, trust=trust)
-    finally:
-        tmp.cleanup()
-    return LoadedModel(version, model)
+
+
+def load_folder(version: ModelVersion, folder: Path, *, trust: bool) -> Any:
+    """The model in ``folder`` (a verified copy of the version's files), pickles refused unless trusted."""
+    if not trust:
+        integrity.refuse_unsafe_pickles(folder, version.uri, version.format)
+    return get_flavor(version.flavor).load(folder, version.flavor_meta, trust=trust)

@@ -92,6 +92,16 @@ _default_lock = threading.Lock()
 def get_store() -> Store:
     """The process's store for the settings in force now (reopened if they change)."""
     global _default, _default_key
+    from shipway.client.mode import remote_client
+
+    if remote_client() is not None:
+        # A call that has no remote form must not quietly write to a local store instead.
+        from shipway.core.errors import InvalidInput
+
+        raise InvalidInput(
+            f"This operation works on the store directly, but SHIPWAY_URI points this process at the "
+            f"server {os.environ['SHIPWAY_URI']}; run it where the server runs, or unset SHIPWAY_URI."
+        )
     settings = Settings.resolve()
     key = (settings, os.getpid())
     with _default_lock:
