@@ -13,6 +13,7 @@ from shipway.cli import governance as gov
 from shipway.cli.admin import db_app, doctor, up
 from shipway.cli.output import err_console
 from shipway.cli.registry import models_app
+from shipway.cli.serving import serve
 from shipway.cli.tracking import experiments_app, runs_app
 from shipway.core.errors import ShipwayError
 
@@ -61,6 +62,7 @@ app.add_typer(gov.token_app, name="token")
 app.add_typer(gov.users_app, name="users")
 app.command("whoami")(gov.whoami)
 app.command("init")(gov.init)
+app.command("serve")(serve)
 
 
 def main() -> None:
