@@ -5,88 +5,64 @@ server was started with ``--insecure-local``, which binds to loopback only and a
 OS user. Each route declares the least role it needs (function-level authorization); routes
 about one model check the role on that model (object-level), and request bodies accept only the
 fields a client may set (extra fields are refused), so status, approvals and creators stay
-server-owned.
+server-owned. Lists page by keyset: pass a page's ``next_page_token`` back as ``page_token``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+import os
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import shipway
 from shipway.core.actor import Actor, acting_as, local_actor
 from shipway.core.clock import iso
 from shipway.core.errors import ShipwayError, Unauthenticated
+from shipway.core.pages import decode_cursor, encode_cursor
+from shipway.server import schemas as s
+from shipway.server.guard import MAX_BODY_BYTES, Guard, document_errors, envelope
 from shipway.store import Store, current_revision, schema
 from shipway.tracking import get_run, list_experiments, metric_history, search_runs
 from shipway.tracking.search import MAX_LIMIT
 
-# Requests larger than this are refused with 413 before they are read.
-MAX_BODY_BYTES = 1 << 20
+__all__ = ["MAX_BODY_BYTES", "app_from_environment", "create_app"]
+
+# Lists answer at most this many items per page (runs and audit entries allow more).
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+# `shipway up --workers N` hands these to each worker process (see app_from_environment).
+INSECURE_LOCAL_ENV = "SHIPWAY_SERVER_INSECURE_LOCAL"
+
+T = TypeVar("T")
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page")]
+PageToken = Annotated[
+    str | None, Query(max_length=2048, description="The next_page_token of the previous page")
+]
+Version = Annotated[int, Path(ge=1, le=s.INT32)]
+ERROR: dict[str, Any] = {"model": s.ErrorEnvelope}
 
 
-def _envelope(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content={"error": {"code": code, "message": message, "details": details}}
-    )
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AliasBody(_Body):
-    version: int = Field(ge=1)
-
-
-class VersionEdit(_Body):
-    description: str | None = Field(None, max_length=10_000)
-    tags: dict[str, str] | None = None
-    card: dict[str, str] | None = None
-
-
-class PromoteBody(_Body):
-    to: str = Field(min_length=1, max_length=64)
-
-
-class ApproveBody(_Body):
-    to: str = Field(min_length=1, max_length=64)
-    comment: str | None = Field(None, max_length=10_000)
-
-
-class RejectBody(_Body):
-    to: str = Field(min_length=1, max_length=64)
-    reason: str = Field(min_length=1, max_length=10_000)
-
-
-class PolicyBody(_Body):
-    source: str = Field(min_length=1, max_length=200_000)
-
-
-class TokenBody(_Body):
-    principal: str | None = Field(None, max_length=128)
-    role: str | None = Field(None, max_length=16)
-    models: list[str] | None = Field(None, max_length=100)
-    expires_in: str | None = Field(None, max_length=16, description="e.g. 30d, 12h")
-    description: str | None = Field(None, max_length=1000)
-
-
-class PrincipalBody(_Body):
-    name: str = Field(min_length=1, max_length=128)
-    role: str = Field("viewer", max_length=16)
-    kind: str = Field("user", max_length=16)
-
-
-class GrantBody(_Body):
-    role: str = Field(max_length=16)
-    model: str | None = Field(None, max_length=256)
+def _page(
+    items: Sequence[T],
+    key: Callable[[T], tuple[Any, ...]],
+    shape: tuple[type, ...],
+    limit: int,
+    token: str | None,
+) -> tuple[list[T], str | None]:
+    """Keyset paging over a list the library returns whole: the items whose key follows ``token``'s."""
+    ordered = sorted(items, key=key)
+    if token:
+        after = decode_cursor(token, shape)
+        ordered = [item for item in ordered if key(item) > after]
+    page = ordered[:limit]
+    return page, encode_cursor(key(page[-1])) if len(ordered) > limit else None
 
 
 def create_app(
@@ -100,12 +76,14 @@ def create_app(
     app = FastAPI(
         title="Shipway",
         version=shipway.__version__,
-        description="Shipway control-plane API. Authenticate with `Authorization: Bearer <token>`.",
+        description="Shipway control-plane API. Authenticate with `Authorization: Bearer <token>`. "
+        'Every error is `{"error": {"code", "message", "details"}}`.',
     )
+    app.add_middleware(Guard, max_body_bytes=max_body_bytes, unlimited_puts=(ingest.BLOB_PATH_PREFIX,))
 
     @app.exception_handler(ShipwayError)
     async def _shipway_error(_request: Request, exc: ShipwayError) -> JSONResponse:
-        return _envelope(exc.http_status, exc.code, exc.message, exc.details)
+        return envelope(exc.http_status, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -113,7 +91,12 @@ def create_app(
             {"field": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg")}
             for err in exc.errors()
         ]
-        return _envelope(400, "invalid_input", "The request has invalid parameters.", details)
+        return envelope(400, "invalid_input", "The request has invalid parameters.", details)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # Still logged with its traceback by the server; the caller gets the envelope, not a page.
+        return envelope(500, "internal", "The server failed on this request; its log has the details.")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -123,37 +106,36 @@ def create_app(
             if exc.status_code == 404
             else str(exc.detail)
         )
-        return _envelope(exc.status_code, code, message)
+        return envelope(exc.status_code, code, message, headers=exc.headers)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        if request.method == "PUT" and request.url.path.startswith(ingest.BLOB_PATH_PREFIX):
-            return await call_next(request)  # file uploads stream, under their own limit
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return _envelope(
-                413, "too_large", f"The request body exceeds {max_body_bytes} bytes; send less per call."
-            )
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
-            body = await request.body()  # chunked: read at most what we allow
-            if len(body) > max_body_bytes:
-                return _envelope(413, "too_large", f"The request body exceeds {max_body_bytes} bytes.")
-        return await call_next(request)
+    # SQLite answers a metadata read in well under a millisecond, less than handing it to a worker
+    # thread costs; a networked database may take longer, so its reads leave the event loop.
+    inline = store.dialect == "sqlite"
 
-    def authenticated(request: Request) -> Actor:
-        if insecure_local:
-            return local_actor()
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
+    async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return fn(*args, **kwargs) if inline else await run_in_threadpool(fn, *args, **kwargs)
+
+    bearer = HTTPBearer(auto_error=False, description="A token from `shipway token create`")
+
+    async def authenticated(
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> Actor:
+        if credentials is None or not credentials.credentials.strip():
             raise Unauthenticated(
                 "This endpoint needs a token: send `Authorization: Bearer <token>` "
                 "(create one with `shipway token create`)."
             )
-        return identity.authenticate_cached(secret.strip(), store=store)
+        # Cached for a few seconds per token, so most requests never reach the database here.
+        return await call(identity.authenticate_cached, credentials.credentials.strip(), store=store)
 
-    def need(role: str, *, per_model: bool = False) -> Callable[..., Actor]:
-        def dependency(request: Request, actor: Actor = Depends(authenticated)) -> Actor:
+    async def local() -> Actor:
+        return local_actor()
+
+    # Without authentication the OpenAPI document declares no security scheme, which is the truth.
+    caller = local if insecure_local else authenticated
+
+    def need(role: str, *, per_model: bool = False) -> Callable[..., Any]:
+        async def dependency(request: Request, actor: Actor = Depends(caller)) -> Actor:
             model = request.path_params.get("name") if per_model else None
             identity.require(role, model, actor=actor)
             return actor
@@ -166,17 +148,16 @@ def create_app(
     model_approver = need("approver", per_model=True)
 
     @app.get("/health", tags=["operations"], summary="Liveness and store health")
-    def health() -> dict[str, Any]:
-        with store.read() as conn:
-            conn.execute(schema.experiments.select().limit(1)).all()
-        return {
-            "status": "ok",
-            "version": shipway.__version__,
-            "schema_revision": current_revision(store.engine),
-        }
+    async def health() -> s.Health:
+        def check() -> dict[str, Any]:
+            with store.read() as conn:
+                conn.execute(schema.experiments.select().limit(1)).all()
+            return {"status": "ok", "version": shipway.__version__}
+
+        return s.Health(**await call(check), schema_revision=await call(current_revision, store.engine))
 
     @app.get("/api/v1/server", tags=["operations"], summary="Where the server keeps its data")
-    def server_info(_: Actor = Depends(admin)) -> dict[str, Any]:
+    async def server_info(_: Actor = Depends(admin)) -> dict[str, Any]:
         return {
             "store": store.describe(),
             "artifacts": store.settings.artifact_uri,
@@ -184,40 +165,51 @@ def create_app(
         }
 
     @app.get("/api/v1/whoami", tags=["identity"], summary="The identity a token stands for")
-    def whoami(actor: Actor = Depends(viewer)) -> dict[str, Any]:
+    async def whoami(actor: Actor = Depends(viewer)) -> dict[str, Any]:
         with acting_as(actor):
-            return governance.whoami()
+            return await call(governance.whoami)
 
-    @app.get("/api/v1/experiments", tags=["tracking"], summary="List experiments")
-    def experiments(_: Actor = Depends(viewer)) -> dict[str, Any]:
-        return {
-            "experiments": [
-                {"id": e.id, "name": e.name, "runs": e.runs, "created_at": iso(e.created_at)}
-                for e in list_experiments(store=store)
-            ]
-        }
+    @app.get("/api/v1/experiments", tags=["tracking"], summary="List experiments, newest first")
+    async def experiments(
+        limit: Limit = DEFAULT_PAGE, page_token: PageToken = None, _: Actor = Depends(viewer)
+    ) -> s.ExperimentPage:
+        found = await call(list_experiments, store=store)
+        page, token = _page(found, lambda e: (-e.created_at, e.name), (int, str), limit, page_token)
+        out = [{"id": e.id, "name": e.name, "runs": e.runs, "created_at": iso(e.created_at)} for e in page]
+        return s.ExperimentPage.model_validate({"experiments": out, "next_page_token": token})
 
-    @app.get("/api/v1/experiments/{experiment}/runs", tags=["tracking"], summary="Search runs")
-    def runs(
+    @app.get(
+        "/api/v1/experiments/{experiment}/runs",
+        tags=["tracking"],
+        summary="Search runs",
+        response_model=s.RunPage,
+    )
+    async def runs(
         experiment: str,
         filter: str | None = Query(None, description="e.g. metrics.auc > 0.8 and params.depth = 6"),
         order_by: str | None = Query(None, description="e.g. metrics.auc desc"),
         limit: int = Query(100, ge=1, le=MAX_LIMIT),
-        page_token: str | None = None,
+        page_token: PageToken = None,
         _: Actor = Depends(viewer),
     ) -> dict[str, Any]:
-        page = search_runs(
-            experiment, filter=filter, order_by=order_by, limit=limit, page_token=page_token, store=store
+        page = await call(
+            search_runs,
+            experiment,
+            filter=filter,
+            order_by=order_by,
+            limit=limit,
+            page_token=page_token,
+            store=store,
         )
         return {"runs": [r.to_dict() for r in page], "next_page_token": page.next_page_token}
 
     @app.get("/api/v1/runs/{run_id}", tags=["tracking"], summary="One run")
-    def run(run_id: str, _: Actor = Depends(viewer)) -> dict[str, Any]:
-        return get_run(run_id, store=store).to_dict()
+    async def run(run_id: str, _: Actor = Depends(viewer)) -> dict[str, Any]:
+        return (await call(get_run, run_id, store=store)).to_dict()
 
     @app.get("/api/v1/runs/{run_id}/metrics/{key:path}", tags=["tracking"], summary="Metric history")
-    def history(run_id: str, key: str, _: Actor = Depends(viewer)) -> dict[str, Any]:
-        points = metric_history(run_id, key, store=store)
+    async def history(run_id: str, key: str, _: Actor = Depends(viewer)) -> dict[str, Any]:
+        points = await call(metric_history, run_id, key, store=store)
         return {
             "run_id": run_id,
             "key": key,
@@ -227,51 +219,62 @@ def create_app(
             ],
         }
 
-    @app.get("/api/v1/models", tags=["registry"], summary="List registered models")
-    def models(actor: Actor = Depends(viewer)) -> dict[str, Any]:
+    @app.get("/api/v1/models", tags=["registry"], summary="List registered models, by name")
+    async def models(
+        limit: Limit = DEFAULT_PAGE, page_token: PageToken = None, actor: Actor = Depends(viewer)
+    ) -> s.ModelPage:
         from shipway.registry import list_models
 
-        return {
-            "models": [
-                {
-                    "name": m.name,
-                    "versions": m.versions,
-                    "latest": m.latest,
-                    "aliases": m.aliases,
-                    "created_at": iso(m.created_at),
-                }
-                for m in list_models(store=store)
-                if actor.can("viewer", m.name)
-            ]
-        }
+        found = [m for m in await call(list_models, store=store) if actor.can("viewer", m.name)]
+        page, token = _page(found, lambda m: (m.name,), (str,), limit, page_token)
+        out = [
+            {
+                "name": m.name,
+                "versions": m.versions,
+                "latest": m.latest,
+                "aliases": m.aliases,
+                "created_at": iso(m.created_at),
+            }
+            for m in page
+        ]
+        return s.ModelPage.model_validate({"models": out, "next_page_token": token})
 
-    @app.get("/api/v1/models/{name}/versions", tags=["registry"], summary="Versions of a model")
-    def model_versions(name: str, _: Actor = Depends(model_viewer)) -> dict[str, Any]:
+    @app.get("/api/v1/models/{name}/versions", tags=["registry"], summary="Versions of a model, newest first")
+    async def model_versions(
+        name: str, limit: Limit = DEFAULT_PAGE, page_token: PageToken = None, _: Actor = Depends(model_viewer)
+    ) -> s.VersionPage:
         from shipway.registry import list_versions
 
-        return {"versions": [_version_json(v) for v in list_versions(name, store=store)]}
+        found = await call(list_versions, name, store=store)
+        page, token = _page(found, lambda v: (-v.version,), (int,), limit, page_token)
+        return s.VersionPage.model_validate(
+            {"versions": [_version_json(v) for v in page], "next_page_token": token}
+        )
 
     @app.get("/api/v1/models/{name}/versions/{version}", tags=["registry"], summary="One version")
-    def model_version(name: str, version: int, _: Actor = Depends(model_viewer)) -> dict[str, Any]:
+    async def model_version(name: str, version: Version, _: Actor = Depends(model_viewer)) -> s.VersionOut:
         from shipway.registry import get_version
 
-        return _version_json(get_version(name, version, store=store))
+        return s.VersionOut.model_validate(_version_json(await call(get_version, name, version, store=store)))
 
     @app.get("/api/v1/models/{name}/aliases/{alias}", tags=["registry"], summary="The version an alias names")
-    def model_alias(name: str, alias: str, _: Actor = Depends(model_viewer)) -> dict[str, Any]:
+    async def model_alias(name: str, alias: str, _: Actor = Depends(model_viewer)) -> s.VersionOut:
         from shipway.registry import get_version
 
-        return _version_json(get_version(name, alias=alias, store=store))
+        found = await call(get_version, name, alias=alias, store=store)
+        return s.VersionOut.model_validate(_version_json(found))
 
     # -- registry writes ---------------------------------------------------------------------
 
     @app.put("/api/v1/models/{name}/aliases/{alias}", tags=["registry"], summary="Point a plain alias")
-    def put_alias(name: str, alias: str, body: AliasBody, actor: Actor = Depends(model_contributor)) -> Any:
+    def put_alias(
+        name: str, alias: str, body: s.AliasBody, actor: Actor = Depends(model_contributor)
+    ) -> s.VersionOut:
         from shipway.registry import get_version, set_alias
 
         with acting_as(actor):
             set_alias(name, alias, body.version, store=store)
-        return _version_json(get_version(name, alias=alias, store=store))
+        return s.VersionOut.model_validate(_version_json(get_version(name, alias=alias, store=store)))
 
     @app.delete("/api/v1/models/{name}/aliases/{alias}", tags=["registry"], summary="Remove a plain alias")
     def delete_alias(name: str, alias: str, actor: Actor = Depends(model_contributor)) -> dict[str, Any]:
@@ -283,52 +286,76 @@ def create_app(
 
     @app.patch("/api/v1/models/{name}/versions/{version}", tags=["registry"], summary="Edit a version's text")
     def edit_version(
-        name: str, version: int, body: VersionEdit, actor: Actor = Depends(model_contributor)
-    ) -> dict[str, Any]:
+        name: str, version: Version, body: s.VersionEdit, actor: Actor = Depends(model_contributor)
+    ) -> s.VersionOut:
         from shipway.registry import update_version
 
         with acting_as(actor):
             edited = update_version(
                 name, version, description=body.description, tags=body.tags, card=body.card, store=store
             )
-        return _version_json(edited)
+        return s.VersionOut.model_validate(_version_json(edited))
 
     # -- governance --------------------------------------------------------------------------
 
-    @app.post("/api/v1/models/{name}/versions/{version}/promote", tags=["governance"], summary="Promote")
-    def promote(name: str, version: int, body: PromoteBody, actor: Actor = Depends(model_contributor)) -> Any:
+    @app.post(
+        "/api/v1/models/{name}/versions/{version}/promote",
+        tags=["governance"],
+        summary="Promote",
+        responses={422: {**ERROR, "description": "A gate did not pass; details hold the report"}},
+    )
+    def promote(
+        name: str, version: Version, body: s.PromoteBody, actor: Actor = Depends(model_contributor)
+    ) -> s.RequestOut:
         with acting_as(actor):
-            return governance.promote(name, version, body.to, store=store).to_dict()
+            found = governance.promote(name, version, body.to, store=store)
+        return s.RequestOut.model_validate(found.to_dict())
 
     @app.post("/api/v1/models/{name}/versions/{version}/approve", tags=["governance"], summary="Approve")
-    def approve(name: str, version: int, body: ApproveBody, actor: Actor = Depends(model_approver)) -> Any:
+    def approve(
+        name: str, version: Version, body: s.ApproveBody, actor: Actor = Depends(model_approver)
+    ) -> s.RequestOut:
         with acting_as(actor):
-            return governance.approve(name, version, body.to, comment=body.comment, store=store).to_dict()
+            found = governance.approve(name, version, body.to, comment=body.comment, store=store)
+        return s.RequestOut.model_validate(found.to_dict())
 
     @app.post("/api/v1/models/{name}/versions/{version}/reject", tags=["governance"], summary="Reject")
-    def reject(name: str, version: int, body: RejectBody, actor: Actor = Depends(model_approver)) -> Any:
+    def reject(
+        name: str, version: Version, body: s.RejectBody, actor: Actor = Depends(model_approver)
+    ) -> s.RequestOut:
         with acting_as(actor):
-            return governance.reject(name, version, body.to, reason=body.reason, store=store).to_dict()
+            found = governance.reject(name, version, body.to, reason=body.reason, store=store)
+        return s.RequestOut.model_validate(found.to_dict())
 
     @app.get("/api/v1/requests", tags=["governance"], summary="Promotion requests, newest first")
-    def requests(
+    async def requests(
         model: str | None = Query(None, max_length=256),
         status: str | None = Query(None, max_length=16),
-        limit: int = Query(100, ge=1, le=1000),
+        limit: Limit = DEFAULT_PAGE,
+        page_token: PageToken = None,
         actor: Actor = Depends(viewer),
-    ) -> dict[str, Any]:
-        found = governance.list_requests(model=model, status=status, limit=limit, store=store)
-        return {"requests": [r.to_dict() for r in found if actor.can("viewer", r.model)]}
+    ) -> s.RequestPage:
+        found = await call(
+            governance.list_requests,
+            model=model,
+            status=status,
+            limit=limit,
+            page_token=page_token,
+            store=store,
+        )
+        # A page may hold fewer than `limit` requests when the token may not see some models.
+        visible = [r.to_dict() for r in found if actor.can("viewer", r.model)]
+        return s.RequestPage.model_validate({"requests": visible, "next_page_token": found.next_page_token})
 
     @app.get("/api/v1/requests/{request_id}", tags=["governance"], summary="One promotion request")
-    def request(request_id: str, actor: Actor = Depends(viewer)) -> dict[str, Any]:
-        found = governance.get_request(request_id, store=store)
+    async def request(request_id: str, actor: Actor = Depends(viewer)) -> s.RequestOut:
+        found = await call(governance.get_request, request_id, store=store)
         identity.require("viewer", found.model, actor=actor)
-        return found.to_dict()
+        return s.RequestOut.model_validate(found.to_dict())
 
     @app.get("/api/v1/policy", tags=["governance"], summary="The policy in force")
-    def policy(_: Actor = Depends(viewer)) -> dict[str, Any]:
-        current = governance.current_policy(store=store)
+    async def policy(_: Actor = Depends(viewer)) -> dict[str, Any]:
+        current = await call(governance.current_policy, store=store)
         if current is None:
             return {"policy": None}
         return {
@@ -343,21 +370,23 @@ def create_app(
         }
 
     @app.put("/api/v1/policy", tags=["governance"], summary="Apply a policy (YAML text)")
-    def put_policy(body: PolicyBody, actor: Actor = Depends(admin)) -> dict[str, Any]:
+    def put_policy(body: s.PolicyBody, actor: Actor = Depends(admin)) -> dict[str, Any]:
         with acting_as(actor):
             applied = governance.apply_policy(body.source, store=store)
         return {"version": applied.version, "digest": applied.digest}
 
     @app.get("/api/v1/audit", tags=["audit"], summary="Audit entries, oldest first (keyset pages)")
-    def audit_entries(
-        after_seq: int = Query(0, ge=0),
+    async def audit_entries(
+        after_seq: int = Query(0, ge=0, le=s.INT64),
         limit: int = Query(1000, ge=1, le=10_000),
         subject: str | None = Query(None, max_length=512),
         _: Actor = Depends(admin),
-    ) -> dict[str, Any]:
-        found = governance.audit.entries(after_seq=after_seq, limit=limit, subject=subject, store=store)
+    ) -> s.AuditPage:
+        found = await call(
+            governance.audit.entries, after_seq=after_seq, limit=limit, subject=subject, store=store
+        )
         last = found[-1].seq if len(found) == limit else None
-        return {"entries": [e.to_dict() for e in found], "next_after_seq": last}
+        return s.AuditPage.model_validate({"entries": [e.to_dict() for e in found], "next_after_seq": last})
 
     @app.get("/api/v1/audit/verify", tags=["audit"], summary="Recompute the audit chain")
     def audit_verify(_: Actor = Depends(admin)) -> dict[str, Any]:
@@ -365,8 +394,14 @@ def create_app(
 
     # -- identities and tokens ----------------------------------------------------------------
 
-    @app.post("/api/v1/tokens", tags=["identity"], summary="Create a token (shown once)", status_code=201)
-    def create_token(body: TokenBody, actor: Actor = Depends(viewer)) -> dict[str, Any]:
+    @app.post(
+        "/api/v1/tokens",
+        tags=["identity"],
+        summary="Create a token (shown once)",
+        status_code=201,
+        responses={404: {**ERROR, "description": "No such principal"}},
+    )
+    def create_token(body: s.TokenBody, actor: Actor = Depends(viewer)) -> s.NewToken:
         expires = identity.parse_duration_ms(body.expires_in) if body.expires_in else None
         with acting_as(actor):
             info, secret = governance.create_token(
@@ -377,37 +412,68 @@ def create_app(
                 description=body.description,
                 store=store,
             )
-        return {"token": secret, **info.to_dict()}
+        return s.NewToken.model_validate({"token": secret, **info.to_dict()})
 
-    @app.get("/api/v1/tokens", tags=["identity"], summary="Your tokens (admins: anyone's)")
-    def tokens(principal: str | None = Query(None, max_length=128), actor: Actor = Depends(viewer)) -> Any:
+    @app.get(
+        "/api/v1/tokens",
+        tags=["identity"],
+        summary="Your tokens (admins: anyone's), oldest first",
+        responses={404: {**ERROR, "description": "No such principal"}},
+    )
+    async def tokens(
+        principal: str | None = Query(None, max_length=128),
+        limit: Limit = DEFAULT_PAGE,
+        page_token: PageToken = None,
+        actor: Actor = Depends(viewer),
+    ) -> s.TokenPage:
         with acting_as(actor):
-            return {"tokens": [t.to_dict() for t in governance.list_tokens(principal, store=store)]}
+            found = await call(governance.list_tokens, principal, store=store)
+        page, token = _page(found, lambda t: (t.created_at, t.id), (int, str), limit, page_token)
+        return s.TokenPage.model_validate({"tokens": [t.to_dict() for t in page], "next_page_token": token})
 
     @app.delete("/api/v1/tokens/{token_id}", tags=["identity"], summary="Revoke a token")
-    def revoke(token_id: str, actor: Actor = Depends(viewer)) -> dict[str, Any]:
+    def revoke(token_id: str, actor: Actor = Depends(viewer)) -> s.TokenOut:
         with acting_as(actor):
-            return governance.revoke_token(token_id, store=store).to_dict()
+            return s.TokenOut.model_validate(governance.revoke_token(token_id, store=store).to_dict())
 
-    @app.get("/api/v1/principals", tags=["identity"], summary="Users and service accounts")
-    def principals(actor: Actor = Depends(admin)) -> dict[str, Any]:
+    @app.get("/api/v1/principals", tags=["identity"], summary="Users and service accounts, by name")
+    async def principals(
+        limit: Limit = DEFAULT_PAGE, page_token: PageToken = None, actor: Actor = Depends(admin)
+    ) -> s.PrincipalPage:
         with acting_as(actor):
-            return {"principals": [p.to_dict() for p in governance.list_principals(store=store)]}
+            found = await call(governance.list_principals, store=store)
+        page, token = _page(found, lambda p: (p.name,), (str,), limit, page_token)
+        out = [p.to_dict() for p in page]
+        return s.PrincipalPage.model_validate({"principals": out, "next_page_token": token})
 
     @app.post(
         "/api/v1/principals", tags=["identity"], summary="Add a user or service account", status_code=201
     )
-    def add_principal(body: PrincipalBody, actor: Actor = Depends(admin)) -> dict[str, Any]:
+    def add_principal(body: s.PrincipalBody, actor: Actor = Depends(admin)) -> s.PrincipalOut:
         with acting_as(actor):
-            return governance.add_principal(body.name, body.role, kind=body.kind, store=store).to_dict()
+            added = governance.add_principal(body.name, body.role, kind=body.kind, store=store)
+        return s.PrincipalOut.model_validate(added.to_dict())
 
     @app.post("/api/v1/principals/{principal}/grants", tags=["identity"], summary="Set a role")
-    def grant(principal: str, body: GrantBody, actor: Actor = Depends(admin)) -> dict[str, Any]:
+    def grant(principal: str, body: s.GrantBody, actor: Actor = Depends(admin)) -> s.PrincipalOut:
         with acting_as(actor):
-            return governance.grant(principal, body.role, model=body.model, store=store).to_dict()
+            granted = governance.grant(principal, body.role, model=body.model, store=store)
+        return s.PrincipalOut.model_validate(granted.to_dict())
 
     app.include_router(ingest.build_router(store, need))
+    document_errors(app)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for one ``shipway up --workers N`` worker: the store the settings name, its own pool.
+
+    Each worker process keeps its own few-second token cache, so a revocation made through one
+    worker reaches the others within that time.
+    """
+    from shipway.core.config import Settings
+
+    return create_app(Store(Settings.resolve()), insecure_local=os.environ.get(INSECURE_LOCAL_ENV) == "1")
 
 
 def _version_json(v: Any) -> dict[str, Any]:
