@@ -10,22 +10,20 @@ transactions already hold the database lock; PostgreSQL takes a row lock).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from shipway.core.actor import current_actor
 from shipway.core.clock import now_ms
-from shipway.store import schema
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 GENESIS = "0" * 64
-
-_HEAD = schema.audit_head
-_LOG = schema.audit_log
 
 
 def normalize(value: Any) -> Any:
@@ -79,23 +77,44 @@ def append(
     actor: str | None = None,
 ) -> int:
     """Append one entry inside the caller's write transaction; returns its sequence number."""
-    head = conn.execute(sa.select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()).one()
+    read_head, insert_entry, move_head = _statements()
+    head = conn.execute(read_head).one()
     seq = head.seq + 1
     time = now_ms()
     who = actor if actor is not None else current_actor().name
     text = canonical(normalize(dict(payload or {})))
     digest = entry_hash(head.hash, seq, time, who, action, subject, text)
     conn.execute(
-        _LOG.insert().values(
-            seq=seq,
-            time=time,
-            actor=who,
-            action=action,
-            subject=subject,
-            payload=text,
-            prev_hash=head.hash,
-            hash=digest,
-        )
+        insert_entry,
+        {
+            "seq": seq,
+            "time": time,
+            "actor": who,
+            "action": action,
+            "subject": subject,
+            "payload": text,
+            "prev_hash": head.hash,
+            "hash": digest,
+        },
     )
-    conn.execute(_HEAD.update().where(_HEAD.c.id == 1).values(seq=seq, hash=digest))
+    conn.execute(move_head, {"new_seq": seq, "new_hash": digest})
     return seq
+
+
+@functools.cache
+def _statements() -> tuple[sa.Select[Any], sa.Insert, sa.Update]:
+    # Built once: constructing these statements anew on every append was ~0.3 ms (a sixth) of
+    # an alias move's CPU time. Built on first use, because this module is also imported for
+    # canonical() on paths that never write (a model load) and so need no SQLAlchemy.
+    import sqlalchemy as sa
+
+    from shipway.store import schema
+
+    head, log = schema.audit_head, schema.audit_log
+    return (
+        sa.select(head.c.seq, head.c.hash).where(head.c.id == 1).with_for_update(),
+        log.insert(),
+        head.update()
+        .where(head.c.id == 1)
+        .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash")),
+    )
