@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import tritonclient.http as triton
 from prometheus_client.parser import text_string_to_metric_families
@@ -195,3 +196,36 @@ def test_listeners_receive_each_answered_prediction(served, churn_data) -> None:
     (event,) = events
     assert (event.endpoint, event.version, event.arm) == ("churn", "1", "stable")
     assert list(event.columns) == ["tenure", "charges", "plan"] and len(event.predictions) == 2
+
+
+def test_array_models_take_one_two_dimensional_tensor(start_server) -> None:  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 4))
+    model = LinearRegression().fit(X, X @ [1.0, 2.0, 3.0, 4.0])
+    shipway.register_model(model, name="linear", input_example=X[:10])  # a NumPy example: no names
+    running = start_server()
+    running.app.deploy("linear", "models:/linear/1")
+    meta = running.client.get("/v2/models/linear").json()
+    assert [i["name"] for i in meta["inputs"]] == ["0", "1", "2", "3"]
+    assert meta["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{running.port}")
+    rows = triton.InferInput("input-0", [5, 4], "FP32")
+    rows.set_data_from_numpy(X[:5].astype(np.float32))
+    result = client.infer("linear", [rows])
+    np.testing.assert_allclose(result.as_numpy("predict"), model.predict(X[:5].astype(np.float32)))
+    client.close()
+
+
+def test_a_version_without_signature_takes_named_columns(start_server) -> None:  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import LinearRegression
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [0.0, 1.0, 0.0]})
+    model = LinearRegression().fit(frame, [1.0, 2.0, 3.0])
+    shipway.register_model(model, name="bare")  # no input_example: nothing to check against
+    running = start_server()
+    running.app.deploy("bare", "models:/bare/1")
+    assert running.client.get("/v2/models/bare").json()["inputs"] == []
+    response = running.client.post("/v1/models/bare/predict", json={"records": frame.to_dict("records")})
+    assert response.json()["predictions"] == pytest.approx(model.predict(frame).tolist())

@@ -73,6 +73,12 @@ def test_swapping_versions_under_load_fails_no_request(
     assert running.app.router.table.generation >= 101
 
 
+def test_a_host_serves_only_the_endpoint_it_was_loaded_for(two_versions) -> None:  # type: ignore[no-untyped-def]
+    running, one, _ = two_versions
+    with pytest.raises(shipway.InvalidInput, match="loaded for 'churn'"):
+        running.app.route("fraud", Arm(one))
+
+
 def test_version_paths_reach_any_routed_arm(two_versions) -> None:  # type: ignore[no-untyped-def]
     running, one, two = two_versions
     running.app.route("churn", Arm(one, 0.9), Arm(two, 0.1, "candidate"))

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from shipway.core.errors import ShipwayError
+from shipway.core.errors import InvalidInput, ShipwayError
 from shipway.serving.batching import BatchConfig
 from shipway.serving.host import ModelHost
 from shipway.serving.metrics import CONTENT_TYPE, ServingMetrics
@@ -115,6 +115,12 @@ class ServingApp:
 
     def route(self, endpoint: str, *arms: Arm, sticky_header: str | None = None) -> None:
         """Atomically point ``endpoint`` at ``arms``; hosts no longer routed are retired."""
+        for arm in arms:
+            if arm.host.endpoint != endpoint:
+                raise InvalidInput(
+                    f"{arm.host.uri} was loaded for '{arm.host.endpoint}', not '{endpoint}'; load it with "
+                    f"app.load('{endpoint}', ...) so its metrics carry the right name."
+                )
         for arm in arms:
             arm.host.activate()
         previous = self.router.route(endpoint, *arms, sticky_header=sticky_header)

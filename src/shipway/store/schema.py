@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
-# The revision the code expects; a test pins it to the newest Alembic script.
-SCHEMA_REVISION = "0003"
+from shipway.store.revision import SCHEMA_REVISION as SCHEMA_REVISION
 
 
 class _JSON(sa.types.TypeDecorator[Any]):
