@@ -55,7 +55,11 @@ class ServingConfig:
 
 @dataclass(frozen=True)
 class PredictionEvent:
-    """One answered prediction, as listeners (a prediction log, a rollout analysis) receive it."""
+    """One answered prediction, as listeners (a prediction log, a rollout analysis) receive it.
+
+    ``columns`` are the request's columns as sent, before the signature's casts; ``arm`` is the
+    label of the arm that answered (``"pinned"`` when the client named the version).
+    """
 
     endpoint: str
     version: str
