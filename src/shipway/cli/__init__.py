@@ -13,6 +13,7 @@ from shipway.cli import governance as gov
 from shipway.cli.admin import db_app, doctor, up
 from shipway.cli.output import err_console
 from shipway.cli.registry import models_app
+from shipway.cli.rollout import deploy, rollout_app
 from shipway.cli.serving import serve
 from shipway.cli.tracking import experiments_app, runs_app
 from shipway.core.errors import ShipwayError
@@ -63,6 +64,8 @@ app.add_typer(gov.users_app, name="users")
 app.command("whoami")(gov.whoami)
 app.command("init")(gov.init)
 app.command("serve")(serve)
+app.command("deploy")(deploy)
+app.add_typer(rollout_app, name="rollout")
 
 
 def main() -> None:

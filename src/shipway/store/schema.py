@@ -336,3 +336,58 @@ approvals = sa.Table(
     sa.Column("at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("request_id", "approver"),
 )
+
+# -- deployments and rollouts (0004) -----------------------------------------------------------
+
+# One row per (model, environment) served: the stable version, and the rollout in progress if any.
+# ``generation`` grows with every change, so serving workers notice one by reading one number.
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model_id", sa.String(32), sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("stable_version", sa.Integer, nullable=True),
+    sa.Column("candidate_version", sa.Integer, nullable=True),
+    sa.Column("rollout_id", sa.String(32), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("step_started_at", sa.BigInteger, nullable=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("verdict", JSONType, nullable=True),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_by", sa.String(256), nullable=False),
+    sa.UniqueConstraint("model_id", "environment"),
+)
+
+# Every rollout from one version to another, with how it ended: the record delivery KPIs read.
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("deployment_id", sa.String(32), sa.ForeignKey("deployments.id"), nullable=False),
+    sa.Column("from_version", sa.Integer, nullable=True),
+    sa.Column("to_version", sa.Integer, nullable=False),
+    sa.Column("strategy", sa.String(16), nullable=False),
+    sa.Column("config", JSONType, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("started_by", sa.String(256), nullable=False),
+    sa.Column("ended_at", sa.BigInteger, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("reasons", JSONType, nullable=True),
+    sa.Index(None, "deployment_id", "started_at"),
+)
+
+# What each serving worker saw of each arm during one step of a rollout (an ArmWindow, cumulative
+# for the step); the controller adds the workers' windows up.
+rollout_windows = sa.Table(
+    "rollout_windows",
+    metadata,
+    sa.Column("rollout_id", sa.String(32), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("arm", sa.String(16), primary_key=True),
+    sa.Column("worker", sa.String(128), primary_key=True),
+    sa.Column("window", JSONType, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
