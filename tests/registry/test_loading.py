@@ -278,3 +278,92 @@ def test_predict_proba_is_validated_like_predict(registered, sk_model, churn_dat
     np.testing.assert_array_equal(loaded.predict_proba(frame), sk_model.predict_proba(frame))
     with pytest.raises(shipway.InvalidInput, match="'charges' is missing"):
         loaded.predict_proba(frame.drop(columns=["charges"]))
+
+
+def test_the_sqlite_read_finds_exactly_what_get_version_finds(sk_model, churn_data, tmp_path: Path) -> None:
+    from shipway.core.config import Settings
+    from shipway.registry import archive_version, update_version
+    from shipway.registry.loading import read_sqlite_version
+
+    frame, _ = churn_data
+    private, _public = generate_keypair(tmp_path / "keys")
+    card = {"intended_use": "Rank customers for retention calls."}
+    shipway.register_model(
+        sk_model, name="churn", input_example=frame.head(5), tags={"team": "risk"}, card=card
+    )
+    shipway.register_model(sk_model, name="churn")  # no input example: no signature schema
+    shipway.register_model(sk_model, name="churn", signing_key=private)
+    shipway.register_model(sk_model, name="other")
+    for alias, number in (("staging", 1), ("champion", 1), ("canary", 3)):
+        shipway.set_alias("churn", alias, number)
+    update_version("churn", 2, description="superseded")
+    archive_version("churn", 2)
+    cases = [("churn", number, None) for number in (1, 2, 3, 4, None)]
+    cases += [("churn", None, alias) for alias in ("staging", "champion", "canary", "absent")]
+    cases += [
+        ("other", None, None),
+        ("missing", None, None),
+        ("missing", 1, None),
+        ("missing", None, "staging"),
+    ]
+
+    with Store(Settings.resolve(), connect=False).sqlite_reader() as conn:
+        assert conn is not None
+        for name, number, alias in cases:
+            try:
+                expected = get_version(name, number, alias=alias)
+            except shipway.NotFound:
+                expected = None
+            assert read_sqlite_version(conn, name, number, alias) == expected, (name, number, alias)
+
+
+def _register_for_a_cold_load(sk_model, churn_data) -> str:  # type: ignore[no-untyped-def]
+    frame, _ = churn_data
+    shipway.register_model(sk_model, name="churn", input_example=frame.head(5))
+    shipway.set_alias("churn", "staging", 1)
+    rows = frame.head(3).to_dict("records")
+    return (
+        "import json, sys, shipway\n"
+        "m = shipway.load_model('models:/churn@staging')\n"
+        f"print(json.dumps(m.predict({rows!r}).tolist()))\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+
+
+def _cold_load(code: str) -> tuple[list[int], set[str]]:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    prediction, modules = out.stdout.splitlines()
+    return json.loads(prediction), set(modules.split())
+
+
+def test_a_load_in_a_new_process_opens_no_engine(sk_model, churn_data) -> None:
+    # The SQLite store's version row comes from sqlite3: no engine, no schema check, and no
+    # SQLAlchemy dialect imported (the SQLite one loads when an engine is made).
+    prediction, modules = _cold_load(_register_for_a_cold_load(sk_model, churn_data))
+    assert prediction == sk_model.predict(churn_data[0].head(3)).tolist()
+    assert not {"sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.postgresql", "alembic"} & modules
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="`import shipway` imports shipway.tracking, and shipway.registry imports registry.versions, "
+    "which import SQLAlchemy at module level (~0.3 s of a cold load); remove this mark when they do not",
+)
+def test_a_load_in_a_new_process_imports_no_sqlalchemy(sk_model, churn_data) -> None:
+    _prediction, modules = _cold_load(_register_for_a_cold_load(sk_model, churn_data))
+    assert "sqlalchemy" not in modules
+
+
+def test_a_load_from_a_store_at_another_schema_revision_is_refused(registered, store: Store) -> None:
+    from shipway.store import reset_default_store
+
+    with store.write() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+    reset_default_store()
+    with pytest.raises(shipway.Conflict, match="shipway db upgrade"):
+        shipway.load_model("models:/churn@staging")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+import sqlite3
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,53 @@ def parse_model_uri(uri: str) -> tuple[str, int | None, str | None]:
 def resolve(uri: str, *, store: Store | None = None) -> ModelVersion:
     """The version a model URI names."""
     name, version, alias = parse_model_uri(uri)
+    store = store or get_store(connect=False)
+    # A new process reading a SQLite store skips the engine (see Store.sqlite_reader). Whatever
+    # that read cannot answer, or fails at, get_version answers or explains as always.
+    with contextlib.suppress(sqlite3.Error), store.sqlite_reader() as conn:
+        found = read_sqlite_version(conn, name, version, alias) if conn is not None else None
+        if found is not None:
+            return found
     return get_version(name, version, alias=alias, store=store)
+
+
+# The standard-library form of versions.get_version's queries; a test checks that both read the
+# same ModelVersion from the same store.
+_COLUMNS = tuple(f.name for f in fields(ModelVersion) if f.name not in ("name", "aliases"))
+_JSON_COLUMNS = ("flavor_meta", "manifest", "schema", "lineage", "tags", "card")
+_SQL_MODEL_ID = "SELECT id FROM models WHERE name = ?"
+_SQL_ALIAS = "SELECT version FROM model_aliases WHERE model_id = ? AND alias = ?"
+_SQL_VERSIONS = f"SELECT {', '.join(_COLUMNS)} FROM model_versions WHERE model_id = ?"
+_SQL_VERSION = _SQL_VERSIONS + " AND version = ?"
+_SQL_NEWEST = _SQL_VERSIONS + " ORDER BY version DESC LIMIT 1"
+_SQL_ALIASES_OF = "SELECT alias FROM model_aliases WHERE model_id = ? AND version = ? ORDER BY alias"
+
+
+def read_sqlite_version(
+    conn: sqlite3.Connection, name: str, version: int | None, alias: str | None
+) -> ModelVersion | None:
+    """A version by number, by alias or the newest, read with ``sqlite3``; None if there is none."""
+    model = conn.execute(_SQL_MODEL_ID, (name,)).fetchone()
+    if model is None:
+        return None
+    if alias is not None:
+        target = conn.execute(_SQL_ALIAS, (model[0], alias)).fetchone()
+        if target is None:
+            return None
+        version = target[0]
+    if version is None:
+        row = conn.execute(_SQL_NEWEST, (model[0],)).fetchone()
+    else:
+        row = conn.execute(_SQL_VERSION, (model[0], version)).fetchone()
+    if row is None:
+        return None
+    values = dict(zip(_COLUMNS, row, strict=True))
+    for column in _JSON_COLUMNS:
+        if values[column] is not None:
+            values[column] = json.loads(values[column])
+    values["schema"] = values["schema"] or None
+    aliases = [a for (a,) in conn.execute(_SQL_ALIASES_OF, (model[0], values["version"]))]
+    return ModelVersion(name=name, aliases=aliases, **values)
 
 
 @dataclass
@@ -130,7 +179,7 @@ def load_model(
     client = remote_client(store)
     if client is not None:
         return client.load_model(uri, trust=trust, public_key=public_key)
-    store = store or get_store()
+    store = store or get_store(connect=False)
     version = resolve(uri, store=store)
     check_before_load(version, public_key)
     tmp = tempfile.TemporaryDirectory(prefix="shipway-load-")
