@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import fields
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -115,33 +116,28 @@ def create_app(
     async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs) if inline else await run_in_threadpool(fn, *args, **kwargs)
 
-    bearer = HTTPBearer(auto_error=False, description="A token from `shipway token create`")
-
-    async def authenticated(
-        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> Actor:
-        if credentials is None or not credentials.credentials.strip():
+    async def authenticated(request: Request) -> Actor:
+        if insecure_local:
+            return local_actor()
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthenticated(
                 "This endpoint needs a token: send `Authorization: Bearer <token>` "
                 "(create one with `shipway token create`)."
             )
         # Cached for a few seconds per token, so most requests never reach the database here.
-        return await call(identity.authenticate_cached, credentials.credentials.strip(), store=store)
-
-    async def local() -> Actor:
-        return local_actor()
-
-    # Without authentication the OpenAPI document declares no security scheme, which is the truth.
-    caller = local if insecure_local else authenticated
+        return await call(identity.authenticate_cached, secret.strip(), store=store)
 
     def need(role: str, *, per_model: bool = False) -> Callable[..., Any]:
-        async def dependency(request: Request, actor: Actor = Depends(caller)) -> Actor:
-            model = request.path_params.get("name") if per_model else None
-            identity.require(role, model, actor=actor)
+        async def check(request: Request) -> Actor:
+            actor = await authenticated(request)
+            identity.require(role, request.path_params.get("name") if per_model else None, actor=actor)
             return actor
 
-        dependency.__name__ = f"need_{role}"
-        return dependency
+        if insecure_local:
+            check.__name__ = f"need_{role}"
+            return check  # no token: the document declares no security scheme, which is the truth
+        return _TokenCheck(check)
 
     viewer, admin = need("viewer"), need("admin")
     model_viewer, model_contributor = need("viewer", per_model=True), need("contributor", per_model=True)
@@ -465,6 +461,23 @@ def create_app(
     return app
 
 
+class _TokenCheck(HTTPBearer):
+    """A route's whole authorization as one dependency, documented as the bearer security scheme.
+
+    Each dependency level FastAPI resolves costs tens of microseconds a request, so the token check
+    and the role check are one call rather than a chain of three.
+    """
+
+    def __init__(self, check: Callable[[Request], Awaitable[Actor]]) -> None:
+        super().__init__(
+            auto_error=False, scheme_name="bearerAuth", description="A token from `shipway token create`"
+        )
+        self.check = check
+
+    async def __call__(self, request: Request) -> Actor:  # type: ignore[override]
+        return await self.check(request)
+
+
 def app_from_environment() -> FastAPI:
     """The app for one ``shipway up --workers N`` worker: the store the settings name, its own pool.
 
@@ -477,8 +490,7 @@ def app_from_environment() -> FastAPI:
 
 
 def _version_json(v: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    data = asdict(v)
+    # A shallow copy: dataclasses.asdict deep-copies every nested dict, a tenth of a read's time.
+    data = {f.name: getattr(v, f.name) for f in fields(v)}
     data.update(uri=v.uri, created_at=iso(v.created_at), archived_at=iso(v.archived_at), signed=v.signed)
     return data

@@ -113,10 +113,10 @@ _DESCRIPTIONS = {
 def document_errors(app: FastAPI) -> None:
     """Declare the envelope for the errors every route can give, in place of FastAPI's 422 schema.
 
-    Each operation gets 400 (validation); 401 and 403 when it needs a token; 404 when it may name
-    objects (any parameter but paging ones, or a body); 409 when it writes; 413 when it takes a
-    body. Routes declare other errors
-    themselves (promote's 422 for a failed gate).
+    Each operation gets 400 (validation); 401 and 403 when it needs a token (has a security
+    requirement); 404 when it may name objects (any parameter but paging ones, or a body); 409 when
+    it writes; 413 when it takes a body. Routes declare other errors themselves (promote's 422 for a
+    failed gate).
     """
     generate = app.openapi
 
