@@ -29,7 +29,7 @@ from shipway.server import create_app
 from shipway.store import Store
 
 # Generated requests per operation and phase: about 30 s per database for the whole API on two cores.
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 12
 
 CHECKS = [
     "not_a_server_error",
@@ -94,7 +94,7 @@ def _config(tmp_path: Path) -> Path:
     path = tmp_path / "schemathesis.toml"
     path.write_text(
         f"""
-workers = 2
+workers = 1  # 2 threads race in ast.parse on CPython 3.11 ("AST constructor recursion depth mismatch")
 suppress-health-check = ["all"]
 
 [generation]
