@@ -179,6 +179,16 @@ def up(
             help="Serve without authentication, as the local OS user; loopback addresses only.",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            envvar="SHIPWAY_WORKERS",
+            help="Server processes sharing the port and the store; about one per CPU core. Each keeps "
+            "its own 5 s token cache, so a revocation reaches the other workers within 5 s.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the Shipway server on the configured store (embedded SQLite + local folder by default).
 
@@ -187,13 +197,13 @@ def up(
     import uvicorn
 
     from shipway.server import create_app
+    from shipway.server.app import INSECURE_LOCAL_ENV
 
     if insecure_local:
         _check_loopback(host)
     _check_port_free(host, port)
     settings = Settings.resolve()
-    store = Store(settings)
-    app = create_app(store, insecure_local=insecure_local)
+    store = Store(settings)  # creates or checks the schema once, before any worker starts
     console.print(f"Shipway {shipway.__version__} listening on http://{host}:{port}")
     console.print(f"  store:     {store.describe()}")
     console.print(f"  artifacts: {settings.artifact_uri}")
@@ -202,9 +212,34 @@ def up(
         console.print("  auth:      NONE (--insecure-local): every caller acts as the local OS user")
     else:
         console.print("  auth:      bearer tokens; make one with `shipway token create`")
+    if workers > 1:
+        console.print(f"  workers:   {workers} processes")
     console.print("Press Ctrl-C to stop.")
     sys.stdout.flush()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        store.close()
+        # Each worker builds its own app and store from the same settings (app_from_environment).
+        os.environ[INSECURE_LOCAL_ENV] = "1" if insecure_local else "0"
+        config = uvicorn.Config(
+            "shipway.server.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    config = uvicorn.Config(
+        create_app(store, insecure_local=insecure_local),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
     server = uvicorn.Server(config)
     try:
         server.run()
