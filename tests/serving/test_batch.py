@@ -251,6 +251,16 @@ def test_worker_processes_share_the_chunks_and_the_output_keeps_input_order(tmp_
     assert pq.read_table(out).equals(reference(path, tmp_path))
 
 
+def test_a_job_shorter_than_a_worker_start_is_scored_without_workers(tmp_path) -> None:
+    log, _ = register_counting(tmp_path)
+    path = tmp_path / "numbered.parquet"
+    numbered(3_000).to_parquet(path)
+    report = score(
+        "counting/1", path, tmp_path / "o.parquet", chunk_rows=100, workers=2, trust=True, progress=False
+    )
+    assert report.workers == 1 and scoring_processes(log) == {os.getpid()}
+
+
 def test_a_failed_run_resumes_without_rescoring_finished_chunks(tmp_path) -> None:
     log, flag = register_counting(tmp_path)
     path = tmp_path / "numbered.parquet"
@@ -346,7 +356,7 @@ def wait_for_done_chunks(parts: Path, count: int, proc: subprocess.Popen[str]) -
 
 
 def test_a_killed_run_resumes_where_it_stopped(tmp_path) -> None:
-    log, _ = register_counting(tmp_path, delay=0.2)
+    log, _ = register_counting(tmp_path, delay=0.3)  # slow enough to be worth starting workers
     path = tmp_path / "numbered.parquet"
     numbered(2_000).to_parquet(path)
     out, parts = tmp_path / "scored.parquet", tmp_path / "scored.parquet.parts"
@@ -382,7 +392,7 @@ app()
 
 
 def test_ctrl_c_keeps_finished_chunks_and_says_how_to_resume(tmp_path) -> None:
-    register_counting(tmp_path, delay=0.2)
+    register_counting(tmp_path, delay=0.3)
     path = tmp_path / "numbered.parquet"
     numbered(2_000).to_parquet(path)
     out, parts = tmp_path / "scored.parquet", tmp_path / "scored.parquet.parts"

@@ -47,6 +47,9 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 # Arrow types for the CSV columns the signature describes, so every block of a streamed CSV reads alike.
 _CSV_TYPES = {"integer": "int64", "float": "float64", "boolean": "bool_", "string": "string"}
+# About what starting a worker process costs (an interpreter, imports, loading and checking the
+# model) on a busy two-core machine; scoring work shorter than this is done without workers.
+_WORKER_START_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -653,7 +656,7 @@ def score(
         workers = max(1, min(workers, -(-source.total_rows // chunk_rows) - len(finished)))
     bar = _Progress(progress, plan.uri, source.total_rows)
     try:
-        chunks = _run(plan, loaded, source, chunk_rows, workers, finished, parts, bar)
+        chunks, workers = _run(plan, loaded, source, chunk_rows, workers, finished, parts, bar)
         if not chunks:
             raise InvalidInput(f"{source_path} has no rows; there is nothing to score.")
         rows = _finish(parts, chunks, output, directory)
@@ -728,8 +731,12 @@ def _run(
     finished: dict[int, int],
     parts: _Parts,
     bar: _Progress,
-) -> list[int]:
-    """Score every chunk not finished yet; the indexes of all the chunks."""
+) -> tuple[list[int], int]:
+    """Score every chunk not finished yet; the indexes of all the chunks, and the workers used.
+
+    The first chunk is scored here and timed: workers start only if the chunks left would take
+    this process longer than a worker takes to start.
+    """
     read = list(dict.fromkeys([*plan.passthrough, *plan.features]))
     indexes: list[int] = []
 
@@ -746,12 +753,21 @@ def _run(
         bar.advance(rows)
 
     scorer = _Scorer(plan, loaded)
+    tasks = todo()
+    for index, start, table in tasks:
+        began = time.perf_counter()
+        done(index, start, scorer.write_part(index, start, table))
+        if workers > 1 and source.total_rows is not None:  # a CSV's length is unknown: assume it is long
+            left = -(-source.total_rows // chunk_rows) - len(indexes) - sum(i > index for i in finished)
+            if left * (time.perf_counter() - began) * (1 - 1 / workers) < _WORKER_START_S:
+                workers = 1
+        break
     if workers == 1:
-        for index, start, table in todo():
+        for index, start, table in tasks:
             done(index, start, scorer.write_part(index, start, table))
     else:
-        _run_pool(plan, scorer, todo(), workers, done)
-    return indexes
+        _run_pool(plan, scorer, tasks, workers, done)
+    return indexes, workers
 
 
 @contextlib.contextmanager
@@ -841,9 +857,10 @@ def _stop(pool: ProcessPoolExecutor, pending: _Pending, done: Callable[[int, int
     for future, (index, start, _) in list(pending.items()):
         if future.done() and not future.cancelled() and future.exception() is None:
             done(index, start, future.result())
-    pool.shutdown(wait=False, cancel_futures=True)
-    # The executor has no public way to stop a running task; a chunk cut short is redone on resume.
+    # The executor has no public way to stop a running task (a chunk cut short is redone on resume),
+    # and shutdown() forgets its processes: take them first.
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
     for process in processes:
