@@ -51,7 +51,10 @@ def score(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", "-w", help="Processes scoring chunks (default: one per CPU; 1 runs inline)."
+            "--workers",
+            "-w",
+            help="Processes scoring chunks (default: one per CPU), started only if the job outlasts their "
+            "start-up; 1 scores in this process.",
         ),
     ] = None,
     restart: Annotated[
