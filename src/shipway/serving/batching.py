@@ -90,6 +90,7 @@ class Batcher(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._fill: asyncio.Future[Any] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Seconds per call, smoothed; seeded from warm-up so the first call is placed right.
         self.estimate = estimate_seconds
 
@@ -103,7 +104,7 @@ class Batcher(Generic[T]):
         if len(self._queue) >= self.config.max_queue:
             calls_ahead = len(self._queue) / self.config.max_batch_size + 1
             raise Overloaded(len(self._queue), max(1, math.ceil(calls_ahead * self.estimate)))
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append(_Item(payload, rows, future, loop.time()))
         self._rows += rows
@@ -164,7 +165,21 @@ class Batcher(Generic[T]):
             self._task = None
 
     def close(self) -> None:
-        """Let the predict thread end after its current call; a later batch starts a new one."""
+        """Let the predict thread end after its current call; a later batch starts a new one.
+
+        Safe from any thread: while the event loop runs, the executor is shut down on the loop,
+        so a drain cannot hand a batch to an executor shut down under it.
+        """
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(self._shutdown_executor)
+                return
+            except RuntimeError:  # the loop closed meanwhile: nothing can be draining
+                pass
+        self._shutdown_executor()
+
+    def _shutdown_executor(self) -> None:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False)
