@@ -1,5 +1,52 @@
-"""Progressive delivery: canary analysis, and the controller that moves traffic on its verdicts."""
+"""Progressive delivery: deployments, canary analysis, and the controller that acts on its verdicts."""
 
 from shipway.rollout.analysis import ArmWindow, Check, Thresholds, Verdict, analyse, judge
+from shipway.rollout.controller import Controller
+from shipway.rollout.deployments import (
+    Arm,
+    Deployment,
+    Event,
+    RolloutConfig,
+    abort_rollout,
+    agreement,
+    deploy,
+    deployment_generations,
+    get_deployment,
+    list_deployments,
+    pause_rollout,
+    promote_rollout,
+    read_window,
+    record_agreement,
+    record_window,
+    rollout_status,
+    routing,
+    tick,
+)
 
-__all__ = ["ArmWindow", "Check", "Thresholds", "Verdict", "analyse", "judge"]
+__all__ = [
+    "Arm",
+    "ArmWindow",
+    "Check",
+    "Controller",
+    "Deployment",
+    "Event",
+    "RolloutConfig",
+    "Thresholds",
+    "Verdict",
+    "abort_rollout",
+    "agreement",
+    "analyse",
+    "deploy",
+    "deployment_generations",
+    "get_deployment",
+    "judge",
+    "list_deployments",
+    "pause_rollout",
+    "promote_rollout",
+    "read_window",
+    "record_agreement",
+    "record_window",
+    "rollout_status",
+    "routing",
+    "tick",
+]

@@ -45,6 +45,8 @@ STRATEGIES = ("canary", "ab", "shadow", "blue-green")
 IDLE, PROGRESSING, PAUSED = "idle", "progressing", "paused"
 SUCCEEDED, ROLLED_BACK, ABORTED = "succeeded", "rolled_back", "aborted"
 STABLE, CANDIDATE = "stable", "candidate"
+# rollout_windows rows under this arm name hold a shadow's agreement with the answers returned.
+AGREEMENT = "agreement"
 
 _D, _R, _W, _M = schema.deployments, schema.rollouts, schema.rollout_windows, schema.models
 
@@ -231,13 +233,25 @@ def list_deployments(environment: str | None = None, *, store: Store | None = No
         return [_deployment(conn, row, row.model_name) for row in conn.execute(query).all()]
 
 
+def deployment_generations(environment: str, *, store: Store | None = None) -> dict[str, int]:
+    """Each model deployed to ``environment`` and its generation: one cheap query to notice changes."""
+    store = store or get_store()
+    query = (
+        sa.select(_M.c.name, _D.c.generation)
+        .join(_M, _M.c.id == _D.c.model_id)
+        .where(_D.c.environment == environment)
+    )
+    with store.read() as conn:
+        return {name: generation for name, generation in conn.execute(query).all()}
+
+
 def windows(store: Store, rollout_id: str, step: int) -> dict[str, ArmWindow]:
     """Each arm's traffic in one step of a rollout, summed over the workers that served it."""
     found = {STABLE: ArmWindow(), CANDIDATE: ArmWindow()}
     with store.read() as conn:
         rows = conn.execute(
             sa.select(_W.c.arm, _W.c.window)
-            .where(_W.c.rollout_id == rollout_id, _W.c.step == step)
+            .where(_W.c.rollout_id == rollout_id, _W.c.step == step, _W.c.arm != AGREEMENT)
             .order_by(_W.c.worker)
         ).all()
     for arm, data in rows:
@@ -245,12 +259,24 @@ def windows(store: Store, rollout_id: str, step: int) -> dict[str, ArmWindow]:
     return found
 
 
-def record_window(store: Store, rollout_id: str, step: int, arm: str, worker: str, window: ArmWindow) -> None:
-    """Save one worker's cumulative window of one arm for one step (serving workers call this)."""
+def read_window(store: Store, rollout_id: str, step: int, arm: str, worker: str) -> ArmWindow | None:
+    """One worker's saved window of one arm for one step (a restarted worker carries on from it)."""
+    with store.read() as conn:
+        data = conn.execute(
+            sa.select(_W.c.window).where(
+                _W.c.rollout_id == rollout_id, _W.c.step == step, _W.c.arm == arm, _W.c.worker == worker
+            )
+        ).scalar()
+    return ArmWindow.from_dict(data) if data is not None else None
+
+
+def _upsert_window(
+    store: Store, rollout_id: str, step: int, arm: str, worker: str, data: dict[str, Any]
+) -> None:
     from shipway.store.db import insert_for
 
     stmt = insert_for(store.dialect)(_W).values(
-        rollout_id=rollout_id, step=step, arm=arm, worker=worker, window=window.to_dict(), updated_at=now_ms()
+        rollout_id=rollout_id, step=step, arm=arm, worker=worker, window=data, updated_at=now_ms()
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=[_W.c.rollout_id, _W.c.step, _W.c.arm, _W.c.worker],
@@ -260,13 +286,40 @@ def record_window(store: Store, rollout_id: str, step: int, arm: str, worker: st
         conn.execute(stmt)
 
 
+def record_window(store: Store, rollout_id: str, step: int, arm: str, worker: str, window: ArmWindow) -> None:
+    """Save one worker's cumulative window of one arm for one step (serving workers call this)."""
+    if arm == AGREEMENT:
+        raise InvalidInput(f"{AGREEMENT!r} is not an arm; save a shadow's agreement with record_agreement.")
+    _upsert_window(store, rollout_id, step, arm, worker, window.to_dict())
+
+
+def record_agreement(
+    store: Store, rollout_id: str, step: int, worker: str, agreed: int, compared: int
+) -> None:
+    """Save one worker's cumulative count of shadow rows that agreed with the answer returned."""
+    _upsert_window(store, rollout_id, step, AGREEMENT, worker, {"agreed": agreed, "compared": compared})
+
+
+def agreement(store: Store, rollout_id: str, step: int) -> tuple[int, int]:
+    """(rows the shadow answered like the arm that answered, rows compared) in one step, all workers."""
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(_W.c.window).where(
+                _W.c.rollout_id == rollout_id, _W.c.step == step, _W.c.arm == AGREEMENT
+            )
+        ).scalars()
+        counts = [(int(r.get("agreed", 0)), int(r.get("compared", 0))) for r in rows]
+    return sum(a for a, _ in counts), sum(c for _, c in counts)
+
+
 def rollout_status(name: str, environment: str = "prod", *, store: Store | None = None) -> dict[str, Any]:
     """The deployment with live weights and, per arm, this step's traffic: requests, error rate,
     p50/p95/p99 latency; and the latest analysis (drift between the arms, verdict, reasons)."""
     store = store or get_store()
     d = get_deployment(name, environment, store=store)
     data = d.to_dict()
-    arms = windows(store, d.rollout_id, d.step) if d.rollout_id and d.status != IDLE else {}
+    active = bool(d.rollout_id) and d.status != IDLE
+    arms = windows(store, d.rollout_id, d.step) if active else {}  # type: ignore[arg-type]
     for arm in data["arms"]:
         w = arms.get(arm["role"], ArmWindow())
         arm.update(
@@ -277,6 +330,9 @@ def rollout_status(name: str, environment: str = "prod", *, store: Store | None 
             p95_ms=w.p(0.95),
             p99_ms=w.p(0.99),
         )
+        if arm["shadow"]:
+            agreed, compared = agreement(store, d.rollout_id, d.step)  # type: ignore[arg-type]
+            arm.update(agreed=agreed, compared=compared, agreement=agreed / compared if compared else None)
     return data
 
 
@@ -518,8 +574,11 @@ class Event:
     reasons: list[str]
 
 
-def tick(*, now: int | None = None, store: Store | None = None) -> list[Event]:
-    """Analyse every rollout in progress once and act on the verdicts (the controller's loop body).
+def tick(
+    *, now: int | None = None, environment: str | None = None, store: Store | None = None
+) -> list[Event]:
+    """Analyse every rollout in progress (in ``environment`` when given) once and act on the
+    verdicts (the controller's loop body).
 
     The state lives in the store, so a controller that restarts mid-rollout carries on from the
     step it was in; two controllers cannot both act on one rollout (the write is conditional on
@@ -528,7 +587,7 @@ def tick(*, now: int | None = None, store: Store | None = None) -> list[Event]:
     store = store or get_store()
     now = now_ms() if now is None else now
     events = []
-    for d in list_deployments(store=store):
+    for d in list_deployments(environment, store=store):
         if d.status != PROGRESSING or d.config is None or d.rollout_id is None:
             continue
         event = _step(store, d, now)
