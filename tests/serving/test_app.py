@@ -171,15 +171,15 @@ def test_prometheus_metrics(served, churn_data) -> None:  # type: ignore[no-unty
         for s in family.samples
     }
     churn1 = (("model", "churn"), ("version", "1"))
-    assert samples[("shipway_serving_requests_total", churn1)] == 4
-    assert samples[("shipway_serving_errors_total", (("code", "malformed_json"), *churn1))] == 1
+    stable = (("arm", "stable"), *churn1)
+    assert samples[("shipway_serving_requests_total", stable)] == 4
     assert (
-        samples[
-            ("shipway_serving_errors_total", (("code", "model_not_found"), ("model", ""), ("version", "")))
-        ]
+        samples[("shipway_serving_errors_total", (("arm", "stable"), ("code", "malformed_json"), *churn1))]
         == 1
     )
-    assert samples[("shipway_serving_request_duration_seconds_count", churn1)] == 4
+    unknown = (("arm", ""), ("code", "model_not_found"), ("model", ""), ("version", ""))
+    assert samples[("shipway_serving_errors_total", unknown)] == 1
+    assert samples[("shipway_serving_request_duration_seconds_count", stable)] == 4
     assert samples[("shipway_serving_batch_size_rows_sum", churn1)] >= 12
     assert samples[("shipway_serving_predict_duration_seconds_count", churn1)] >= 3
     assert samples[("shipway_serving_queue_depth", churn1)] == 0
@@ -187,15 +187,25 @@ def test_prometheus_metrics(served, churn_data) -> None:  # type: ignore[no-unty
     assert samples[("shipway_serving_model_ready", churn1)] == 1
 
 
-def test_listeners_receive_each_answered_prediction(served, churn_data) -> None:  # type: ignore[no-untyped-def]
+def test_listeners_receive_each_prediction_request_answered_or_not(served, churn_data) -> None:  # type: ignore[no-untyped-def]
     events = []
     served.app.listeners.append(events.append)
     frame = churn_data[0].iloc[:2]
-    served.client.post("/v1/models/churn/predict", json={"records": frame.to_dict("records")})
-    served.client.post("/v1/models/churn/predict", json={"records": []})  # refused: no event
-    (event,) = events
-    assert (event.endpoint, event.version, event.arm) == ("churn", "1", "stable")
-    assert list(event.columns) == ["tenure", "charges", "plan"] and len(event.predictions) == 2
+    answered = served.client.post("/v1/models/churn/predict", json={"records": frame.to_dict("records")})
+    assert answered.headers["shipway-arm"] == "stable"
+    refused = served.client.post("/v1/models/churn/predict", json={"records": []})
+    assert refused.status_code == 400 and refused.headers["shipway-arm"] == "stable"
+    first, second = events
+    assert (first.endpoint, first.version, first.arm, first.error, first.status) == (
+        "churn",
+        "1",
+        "stable",
+        None,
+        200,
+    )
+    assert list(first.columns) == ["tenure", "charges", "plan"] and len(first.predictions) == 2
+    assert not first.mirrored and first.rollout is None
+    assert (second.error, second.status, second.predictions) == ("empty_batch", 400, None)
 
 
 def test_array_models_take_one_two_dimensional_tensor(start_server) -> None:  # type: ignore[no-untyped-def]

@@ -105,6 +105,60 @@ def test_sticky_key_keeps_each_caller_on_one_arm(two_versions) -> None:  # type:
     assert {v for (v,) in answered.values()} == {"1", "2"}
 
 
+def test_sticky_field_decides_the_arm_and_never_reaches_the_model(two_versions, churn_data) -> None:  # type: ignore[no-untyped-def]
+    running, one, two = two_versions
+    running.app.route(
+        "churn",
+        Arm(one, 50),
+        Arm(two, 50, "candidate"),
+        sticky_header="customer_id",
+        sticky_field="customer_id",
+    )
+    client = running.client
+    row = {"tenure": 3, "charges": 80.5, "plan": "pro"}
+    seen: dict[int, set[tuple[str, str]]] = {}
+    for customer in range(30):
+        by_field = client.post(
+            "/v1/models/churn/predict", json={"records": [{**row, "customer_id": customer}]}
+        )
+        by_header = client.post(
+            "/v1/models/churn/predict", json={"records": [row]}, headers={"customer_id": str(customer)}
+        )
+        v2 = client.post(
+            "/v2/models/churn/infer",
+            json={
+                "inputs": [
+                    {"name": "tenure", "shape": [1], "datatype": "INT64", "data": [3]},
+                    {"name": "charges", "shape": [1], "datatype": "FP64", "data": [80.5]},
+                    {"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["pro"]},
+                    {"name": "customer_id", "shape": [1], "datatype": "INT64", "data": [customer]},
+                ]
+            },
+        )
+        for r in (by_field, by_header, v2):
+            assert r.status_code == 200, r.text  # customer_id is not a model input: it was removed
+            seen.setdefault(customer, set()).add(
+                (r.headers["shipway-arm"], r.headers["shipway-model-version"])
+            )
+    assert all(len(arms) == 1 for arms in seen.values()), seen
+    assert {a for (a,) in seen.values()} == {("stable", "1"), ("candidate", "2")}
+    # Without a key, a request draws an arm; a pinned version says so.
+    assert client.post("/v1/models/churn/predict", json={"records": [row]}).status_code == 200
+    pinned = client.post("/v1/models/churn/versions/2/predict", json={"records": [row]})
+    assert (pinned.headers["shipway-arm"], pinned.headers["shipway-model-version"]) == ("pinned", "2")
+
+
+def test_metrics_count_each_arm_apart(two_versions) -> None:  # type: ignore[no-untyped-def]
+    running, one, two = two_versions
+    running.app.route("churn", Arm(one, 0), Arm(two, 100, "candidate"))
+    row = {"records": [{"tenure": 3, "charges": 80.5, "plan": "pro"}]}
+    for _ in range(3):
+        assert running.client.post("/v1/models/churn/predict", json=row).headers["shipway-arm"] == "candidate"
+    text = running.client.get("/metrics").text
+    assert 'shipway_serving_requests_total{arm="candidate",model="churn",version="2"} 3.0' in text
+    assert 'arm="stable",model="churn",version="1"} ' not in text.split("shipway_serving_requests_total")[1]
+
+
 class _Stub:
     def __init__(self, label: str) -> None:
         self.label = label
@@ -157,3 +211,15 @@ def test_router_swaps_are_atomic_and_counted() -> None:
         _endpoint(0, 0)
     with pytest.raises(shipway.InvalidInput):
         _endpoint(-1, 2)
+    with pytest.raises(shipway.InvalidInput, match="Mirror"):
+        Endpoint("churn", (Arm(_Stub("1")), Arm(_Stub("2"), 0, "candidate", mirror=150)))  # type: ignore[arg-type]
+
+
+def test_shadow_arms_take_no_traffic_of_their_own() -> None:
+    stable, shadow = Arm(_Stub("1")), Arm(_Stub("2"), 0, "candidate", mirror=25)  # type: ignore[arg-type]
+    endpoint = Endpoint("churn", (stable, shadow), "x-customer")
+    assert endpoint.shadows == (shadow,)
+    assert {endpoint.choose(f"c{i}").label for i in range(500)} == {"stable"}
+    assert {endpoint.choose(draw=lambda: 0.0).label, endpoint.choose(draw=lambda: 0.999).label} == {"stable"}
+    switched = Endpoint("churn", (Arm(_Stub("1"), 0), Arm(_Stub("2"), 100, "candidate")))  # type: ignore[arg-type]
+    assert {switched.choose(draw=lambda: 0.0).label, switched.choose(f"c{1}").label} == {"candidate"}

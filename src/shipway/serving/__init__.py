@@ -1,5 +1,6 @@
 """Serving: an inference ASGI app for registered versions (Open Inference Protocol v2 and plain JSON),
-adaptive batching, an atomically swapped routing table, and Prometheus metrics.
+adaptive batching, an atomically swapped routing table (weights, sticky keys, shadows), and Prometheus
+metrics.
 
 Needs the ``serve`` extra: ``pip install "shipway[serve]"``.
 """
@@ -16,8 +17,9 @@ from shipway.serving.app import PredictionEvent, ServingApp, ServingConfig
 from shipway.serving.batching import BatchConfig
 from shipway.serving.host import ModelHost
 from shipway.serving.protocol import RequestError
-from shipway.serving.routing import Arm, Endpoint, Router, RoutingTable, stable_fraction
+from shipway.serving.routing import Arm, Endpoint, RolloutRef, Router, RoutingTable, stable_fraction
 from shipway.serving.serve import Target, parse_target, resolve_targets, serve
+from shipway.serving.shadow import agreement
 
 __all__ = [
     "Arm",
@@ -26,11 +28,13 @@ __all__ = [
     "ModelHost",
     "PredictionEvent",
     "RequestError",
+    "RolloutRef",
     "Router",
     "RoutingTable",
     "ServingApp",
     "ServingConfig",
     "Target",
+    "agreement",
     "parse_target",
     "resolve_targets",
     "serve",

@@ -17,7 +17,9 @@ network policy or gateway. The control-plane API (``shipway up``) is a different
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
 import threading
 import time
 import zlib
@@ -25,14 +27,24 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from shipway.core.errors import InvalidInput, ShipwayError
 from shipway.serving.batching import BatchConfig
 from shipway.serving.host import ModelHost
 from shipway.serving.metrics import CONTENT_TYPE, ServingMetrics
-from shipway.serving.protocol import RequestError, encode_v1, encode_v2, parse_v1, parse_v2, v2_table
-from shipway.serving.routing import Arm, Endpoint, Router, retired_hosts
+from shipway.serving.protocol import (
+    RequestError,
+    Table,
+    encode_v1,
+    encode_v2,
+    parse_v1,
+    parse_v2,
+    v2_table,
+)
+from shipway.serving.routing import Arm, Endpoint, RolloutRef, Router, retired_hosts
+from shipway.serving.shadow import Mirror
 from shipway.store import Store
 
 log = logging.getLogger("shipway.serving")
@@ -42,6 +54,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 VERSION_HEADER = b"shipway-model-version"
+ARM_HEADER = b"shipway-arm"
 _JSON = (b"content-type", b"application/json")
 
 
@@ -51,14 +64,20 @@ class ServingConfig:
 
     max_body_bytes: int = 8 * 1024 * 1024
     batch: BatchConfig = field(default_factory=BatchConfig)
+    max_shadow_in_flight: int = 64  # copies to shadow versions; beyond it copies are dropped
 
 
 @dataclass(frozen=True)
 class PredictionEvent:
-    """One answered prediction, as listeners (a prediction log, a rollout analysis) receive it.
+    """One prediction request a version handled, as listeners (a prediction log, the rollout
+    windows) receive it: answered, refused or failed, or a shadow's copy.
 
-    ``columns`` are the request's columns as sent, before the signature's casts; ``arm`` is the
-    label of the arm that answered (``"pinned"`` when the client named the version).
+    ``columns`` are the request's columns as sent, before the signature's casts (empty when the
+    body could not be read); ``arm`` is the label of the arm that answered (``"pinned"`` when the
+    client named the version). A failed request has ``error`` (its code) and ``status`` and no
+    ``predictions``: 4xx are the client's mistakes, 5xx the version's. ``mirrored`` marks a
+    shadow's copy, whose answer went to nobody; ``agreement`` is (rows that agreed with the answer
+    returned, rows compared). ``rollout`` is the rollout step the routing belonged to, if any.
     """
 
     endpoint: str
@@ -68,6 +87,11 @@ class PredictionEvent:
     columns: dict[str, Any]
     predictions: Any
     seconds: float
+    error: str | None = None
+    status: int = 200
+    rollout: RolloutRef | None = None
+    mirrored: bool = False
+    agreement: tuple[int, int] | None = None
 
 
 class _ClientGone(Exception):
@@ -97,10 +121,14 @@ class ServingApp:
         self.store = store
         self.router = Router()
         self.metrics = ServingMetrics()
-        # Called with a PredictionEvent after each answered prediction, on the event loop: keep
-        # them cheap (hand the event to a queue). Seam for the prediction log and rollout analysis.
+        # Called with a PredictionEvent after each prediction request a version handled (answered
+        # or not) and each shadow copy, on the event loop: keep them cheap (count, or hand the event
+        # to a queue). Seam for the prediction log and the rollout windows.
         self.listeners: list[Callable[[PredictionEvent], None]] = []
-        self._hosts_lock = threading.Lock()
+        # Called once when the app shuts down, before its hosts are retired (flush what is buffered).
+        self.on_close: list[Callable[[], None]] = []
+        self.mirror = Mirror(self.config.max_shadow_in_flight, self._emit)
+        self._closed = False
 
     # -- deploying ---------------------------------------------------------------------------
 
@@ -117,8 +145,20 @@ class ServingApp:
             store=self.store,
         )
 
-    def route(self, endpoint: str, *arms: Arm, sticky_header: str | None = None) -> None:
-        """Atomically point ``endpoint`` at ``arms``; hosts no longer routed are retired."""
+    def route(
+        self,
+        endpoint: str,
+        *arms: Arm,
+        sticky_header: str | None = None,
+        sticky_field: str | None = None,
+        rollout: RolloutRef | None = None,
+    ) -> None:
+        """Atomically point ``endpoint`` at ``arms``; hosts no longer routed are retired.
+
+        With ``sticky_header`` or ``sticky_field`` a request's arm follows from that header's
+        value, else that field's value in its first row; a field the version's signature does
+        not take is removed before predicting. ``rollout`` tags the requests for its windows.
+        """
         for arm in arms:
             if arm.host.endpoint != endpoint:
                 raise InvalidInput(
@@ -127,7 +167,9 @@ class ServingApp:
                 )
         for arm in arms:
             arm.host.activate()
-        previous = self.router.route(endpoint, *arms, sticky_header=sticky_header)
+        previous = self.router.route(
+            endpoint, *arms, sticky_header=sticky_header, sticky_field=sticky_field, rollout=rollout
+        )
         for host in retired_hosts(previous, self.router.table.endpoints.get(endpoint)):
             host.retire()
 
@@ -177,10 +219,24 @@ class ServingApp:
         return thread
 
     def close(self) -> None:
-        """Stop every host's predict thread."""
+        """Run the ``on_close`` callbacks once, then stop every host's predict thread."""
+        if not self._closed:
+            self._closed = True
+            for callback in self.on_close:
+                try:
+                    callback()
+                except Exception:  # one failing callback must not keep the others from running
+                    log.exception("shutdown callback failed")
         for endpoint in self.router.table.endpoints.values():
             for arm in endpoint.arms:
                 arm.host.retire()
+
+    def _emit(self, event: PredictionEvent) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not fail the request already answered
+                log.exception("prediction listener failed")
 
     # -- ASGI --------------------------------------------------------------------------------
 
@@ -194,6 +250,7 @@ class ServingApp:
                 if message["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    await self.mirror.drain(timeout=2.0)  # copies in flight still count
                     self.close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
@@ -351,6 +408,21 @@ class ServingApp:
             raise _error(400, "malformed_request", f"The {encoding.decode()} body is truncated.")
         return plain
 
+    @staticmethod
+    def _pick(
+        endpoint: Endpoint, version: str | None, headers: dict[bytes, bytes]
+    ) -> tuple[ModelHost, str, bool]:
+        """The host and arm label for a request, and whether a request field should decide instead."""
+        if version is not None or not endpoint.arms or len(endpoint.arms) == 1:
+            host, label = ServingApp._host(endpoint, version, headers)
+            return host, label, False
+        key = None
+        if endpoint.sticky_header is not None:
+            raw = headers.get(endpoint.sticky_header.encode())
+            key = raw.decode("latin-1") if raw is not None else None
+        arm = endpoint.choose(key)  # without a key, a provisional choice the field may overrule
+        return arm.host, arm.label, key is None and endpoint.sticky_field is not None
+
     async def _predict(
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None, *, v2: bool
     ) -> None:
@@ -358,13 +430,15 @@ class ServingApp:
         endpoint = self.router.table.endpoints.get(name)
         headers = dict(scope["headers"])
         try:
-            host, arm = self._host(self._endpoint(name) if endpoint is None else endpoint, version, headers)
+            endpoint = self._endpoint(name) if endpoint is None else endpoint
+            host, arm, by_field = self._pick(endpoint, version, headers)
         except RequestError as err:
             # Unknown names share one label value, so clients cannot grow the metric set.
-            self.metrics.error(name if endpoint is not None else "", "", err.code)
+            self.metrics.error(name if name in self.router.table.endpoints else "", "", err.code)
             raise
-        metrics = host.metrics
-        version_header = (VERSION_HEADER, host.label.encode())
+        table: Table | None = None
+        request_id = None
+        predict_seconds = 0.0
         try:
             body = await self._read_body(receive, headers)
             if v2:
@@ -374,30 +448,101 @@ class ServingApp:
                         400, "malformed_request", "Inference-Header-Content-Length must be an integer."
                     )
                 request = parse_v2(body, int(header_length) if header_length is not None else None)
-                table = v2_table(request, host.columns)
-                predictions = await host.predict(table)
-                payload, content = encode_v2(request, name, host.label, predictions)
                 request_id = request.id
+                table = v2_table(request, host.columns)
             else:
                 table = parse_v1(body)
-                predictions = await host.predict(table)
-                payload, content, request_id = encode_v1(name, host.label, predictions), [_JSON], None
+            field = endpoint.sticky_field
+            if field is not None:
+                if by_field:
+                    key = _field_key(table, field)
+                    if key is not None:
+                        chosen = endpoint.choose(key)
+                        if chosen.host is not host and v2 and chosen.host.columns != host.columns:
+                            table = v2_table(request, chosen.host.columns)
+                        host, arm = chosen.host, chosen.label
+                if host.columns is not None and field in table.columns and field not in host.columns:
+                    # The key is routing information, not a model input: the model never sees it.
+                    table = Table({k: v for k, v in table.columns.items() if k != field}, table.rows)
+            before = time.perf_counter()
+            predictions = await host.predict(table)
+            predict_seconds = time.perf_counter() - before
+            if v2:
+                payload, content = encode_v2(request, name, host.label, predictions)
+            else:
+                payload, content = encode_v1(name, host.label, predictions), [_JSON]
         except RequestError as err:
-            if metrics is not None:
-                metrics.errors(err.code).inc()
-                metrics.requests.inc()
-                metrics.latency.observe(time.perf_counter() - started)
-            await _respond(send, err.status, err.body(), [_JSON, version_header, *err.headers])
+            seconds = time.perf_counter() - started
+            if host.metrics is not None:
+                m = host.metrics.arm(arm)
+                m.errors(err.code).inc()
+                m.requests.inc()
+                m.latency.observe(seconds)
+            await _respond(
+                send, err.status, err.body(), [_JSON, *self._answer_headers(host, arm), *err.headers]
+            )
+            if self.listeners:
+                self._emit(
+                    PredictionEvent(
+                        name,
+                        host.label,
+                        arm,
+                        request_id,
+                        table.columns if table is not None else {},
+                        None,
+                        seconds,
+                        error=err.code,
+                        status=err.status,
+                        rollout=endpoint.rollout,
+                    )
+                )
             return
-        await _respond(send, 200, payload, [*content, version_header])
+        await _respond(send, 200, payload, [*content, *self._answer_headers(host, arm)])
         seconds = time.perf_counter() - started
-        if metrics is not None:
-            metrics.requests.inc()
-            metrics.latency.observe(seconds)
+        if host.metrics is not None:
+            m = host.metrics.arm(arm)
+            m.requests.inc()
+            m.latency.observe(seconds)
         if self.listeners:
-            event = PredictionEvent(name, host.label, arm, request_id, table.columns, predictions, seconds)
-            for listener in self.listeners:
-                try:
-                    listener(event)
-                except Exception:  # a listener's bug must not fail the request already answered
-                    log.exception("prediction listener failed")
+            self._emit(
+                PredictionEvent(
+                    name,
+                    host.label,
+                    arm,
+                    request_id,
+                    table.columns,
+                    predictions,
+                    seconds,
+                    rollout=endpoint.rollout,
+                )
+            )
+        if endpoint.shadows and version is None:
+            overhead = max(seconds - predict_seconds, 0.0)
+            for shadow in endpoint.shadows:
+                if shadow.host is not host and random.random() * 100 < shadow.mirror:
+                    self.mirror.send(name, shadow, table, predictions, overhead, request_id, endpoint.rollout)
+
+    @staticmethod
+    def _answer_headers(host: ModelHost, arm: str) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+        """Which version and which arm answered: on every answer to a prediction, error or not."""
+        return (VERSION_HEADER, host.label.encode()), _arm_header(arm)
+
+
+@functools.lru_cache(maxsize=64)
+def _arm_header(arm: str) -> tuple[bytes, bytes]:
+    return ARM_HEADER, arm.encode("latin-1")
+
+
+def _field_key(table: Table, field: str) -> str | None:
+    """The sticky key a request carries in ``field``: its first row's value, as text."""
+    column = table.columns.get(field)
+    if column is None or not len(column):
+        return None
+    value = column[0]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 42.0 and 42 are one customer
+    return str(value)
