@@ -450,7 +450,7 @@ def test_the_cli_scores_and_prints_one_summary_line(churn, rows, data_parquet, t
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised inside Ray Data itself
 def test_the_ray_backend_scores_like_the_local_one(churn, rows, data_parquet, tmp_path) -> None:
-    ray = pytest.importorskip("ray", reason="the Ray backend needs shipway[ray]")
+    import ray
     try:
         report = score(
             "churn@prod",

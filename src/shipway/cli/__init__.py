@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 from shipway.cli import governance as gov
+from shipway.cli import scoring
 from shipway.cli.admin import db_app, doctor, up
 from shipway.cli.output import err_console
 from shipway.cli.registry import models_app
@@ -66,6 +67,7 @@ app.command("init")(gov.init)
 app.command("serve")(serve)
 app.command("deploy")(deploy)
 app.add_typer(rollout_app, name="rollout")
+app.command("score")(scoring.score)
 
 
 def main() -> None:
