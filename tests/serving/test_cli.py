@@ -29,8 +29,14 @@ def test_targets_name_a_model_and_the_endpoint() -> None:
 
 def test_serve_refuses_what_it_cannot_serve(churn, shipway_home: Path) -> None:  # type: ignore[no-untyped-def]
     env = {**os.environ, "SHIPWAY_HOME": str(shipway_home)}
-    none = subprocess.run([*SHIPWAY, "serve"], capture_output=True, text=True, env=env)
-    assert none.returncode == 2 and "Name at least one model" in none.stderr
+    both = subprocess.run(
+        [*SHIPWAY, "serve", "churn@prod", "--env", "prod"], capture_output=True, text=True, env=env
+    )
+    assert both.returncode == 2 and "cannot be combined with named models" in both.stderr
+    interval = subprocess.run(
+        [*SHIPWAY, "serve", "--controller-interval", "-1"], capture_output=True, text=True, env=env
+    )
+    assert interval.returncode == 2 and "--controller-interval" in interval.stderr
     unknown = subprocess.run([*SHIPWAY, "serve", "churn@canary"], capture_output=True, text=True, env=env)
     assert unknown.returncode == 3 and "has no alias 'canary'" in unknown.stderr
     twice = subprocess.run(

@@ -12,7 +12,8 @@ from shipway.cli.output import console, err_console
 from shipway.core.errors import InvalidInput, ShipwayError
 
 if TYPE_CHECKING:
-    from shipway.serving import ModelHost, ServingApp
+    from shipway.rollout import Deployment, Event
+    from shipway.serving import Endpoint, ModelHost, ServingApp, ServingConfig
 
 
 def _is_loopback(host: str) -> bool:
@@ -40,7 +41,8 @@ def serve(
         list[str] | None,
         typer.Argument(
             help="Models to serve, each NAME@ALIAS (churn@prod), NAME/VERSION (churn/3) or NAME (newest "
-            "version). Each is served under its model name.",
+            "version). Each is served under its model name. Without any, every deployment of --env is "
+            "served, following its rollouts.",
             metavar="MODEL",
             show_default=False,
         ),
@@ -75,9 +77,37 @@ def serve(
             "--trust", help="Allow python-function models, whose files hold code that runs when loaded."
         ),
     ] = False,
+    env: Annotated[
+        str | None,
+        typer.Option(
+            "--env",
+            help="Without MODEL arguments: the environment whose deployments to serve [default: prod].",
+            envvar="SHIPWAY_SERVE_ENV",
+            show_default=False,
+        ),
+    ] = None,
+    sync_interval: Annotated[
+        float,
+        typer.Option(
+            "--sync-interval",
+            help="Seconds between looks at the deployments in the store, and between saves of the "
+            "rollout windows.",
+        ),
+    ] = 1.0,
+    controller_interval: Annotated[
+        float,
+        typer.Option(
+            "--controller-interval",
+            help="Seconds between rollout analyses by the controller in this process; 0 when another "
+            "process runs it.",
+        ),
+    ] = 5.0,
 ) -> None:
     """Serve model versions over Open Inference Protocol v2 and plain JSON, with /metrics.
 
+    Without MODEL arguments, serves every deployment of --env (`shipway deploy`) under its model
+    name and follows it: canary weights, A/B keys, shadow copies, promotions and rollbacks, each
+    version loaded and warmed before it gets traffic; the rollout controller runs alongside.
     Versions load (digests verified) and warm in the background: /v2/health/live answers at once,
     /v2/health/ready and each model's predictions answer 503 until their version is warm.
     Inference endpoints have no authentication; see docs/serving.md.
@@ -85,15 +115,21 @@ def serve(
     from shipway.serving import BatchConfig, ServingConfig, parse_target
     from shipway.serving import serve as run
 
-    if not models:
-        raise InvalidInput("Name at least one model to serve, for example: shipway serve churn@prod")
+    if models and env is not None:
+        raise InvalidInput(
+            f"--env serves the deployments of an environment; it cannot be combined with named models "
+            f"({' '.join(models)}). Drop --env, or the model names: shipway serve --env {env}"
+        )
     if max_body_mb <= 0:
         raise InvalidInput(f"--max-body-mb must be positive, not {max_body_mb}.")
-    targets = [parse_target(m) for m in models]
     config = ServingConfig(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         batch=BatchConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue),
     )
+    if not models:
+        _serve_deployments(env or "prod", host, port, config, trust, sync_interval, controller_interval)
+        return
+    targets = [parse_target(m) for m in models]
 
     _check_port_free(host, port)
 
@@ -129,4 +165,86 @@ def serve(
         on_start=started,
         on_ready=ready,
         on_error=failed,
+    )
+
+
+def _describe(d: Deployment, endpoint: Endpoint) -> str:
+    parts = []
+    for arm in endpoint.arms:
+        share = f"{arm.weight:g}%" if not arm.mirror else f"shadow of {arm.mirror:g}%"
+        parts.append(f"v{arm.host.label} {share} ({arm.label})")
+    what = ", ".join(parts)
+    if d.status != "idle" and d.config is not None:
+        what += f"; {d.config.strategy} rollout {d.status}"
+        if d.config.strategy == "canary":
+            what += f", step {d.step + 1} of {len(d.config.steps)}"
+        if d.config.sticky_key:
+            what += f", sticky by {d.config.sticky_key}"
+    return what
+
+
+def _serve_deployments(
+    environment: str,
+    host: str,
+    port: int,
+    config: ServingConfig,
+    trust: bool,
+    sync_interval: float,
+    controller_interval: float,
+) -> None:
+    from shipway.rollout import deployment_generations
+    from shipway.serving import serve_deployments
+    from shipway.store import get_store
+
+    if not sync_interval > 0:
+        raise InvalidInput(f"--sync-interval must be positive, not {sync_interval}.")
+    if controller_interval < 0:
+        raise InvalidInput(f"--controller-interval must be 0 (off) or positive, not {controller_interval}.")
+    store = get_store()
+    deployed = deployment_generations(environment, store=store)
+    _check_port_free(host, port)
+
+    def started(app: ServingApp) -> None:
+        console.print(
+            f"Shipway serving the {environment} deployments on http://{host}:{port}  "
+            "(health: /v2/health/ready, metrics: /metrics)"
+        )
+        if not _is_loopback(host):
+            console.print(
+                "  note: inference endpoints have no authentication; expose them only where intended"
+            )
+        if not deployed:
+            console.print(
+                f"  no deployments in {environment} yet: `shipway deploy NAME --env {environment}` "
+                "starts one, and it is served as soon as it exists"
+            )
+        if controller_interval > 0:
+            console.print(f"  rollout controller: analysing every {controller_interval:g} s")
+        sys.stdout.flush()
+
+    def changed(d: Deployment, endpoint: Endpoint) -> None:
+        console.print(f"  {d.model}: {_describe(d, endpoint)}")
+        sys.stdout.flush()
+
+    def failed(endpoint: str, uri: str, exc: Exception) -> None:
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        err_console.print(f"  {endpoint}: could not load {uri}: {message}")
+
+    def acted(event: Event) -> None:
+        console.print(f"  rollout of {event.model}: {event.action}: {'; '.join(event.reasons)}")
+        sys.stdout.flush()
+
+    serve_deployments(
+        environment,
+        host=host,
+        port=port,
+        config=config,
+        trust=trust,
+        store=store,
+        sync_interval=sync_interval,
+        controller_interval=controller_interval,
+        on_start=started,
+        on_change=changed,
+        on_error=failed,
+        on_event=acted,
     )

@@ -1,6 +1,6 @@
 """Serving: an inference ASGI app for registered versions (Open Inference Protocol v2 and plain JSON),
-adaptive batching, an atomically swapped routing table (weights, sticky keys, shadows), and Prometheus
-metrics.
+adaptive batching, an atomically swapped routing table (weights, sticky keys, shadows), Prometheus
+metrics, and serving every deployment of an environment as the store describes it.
 
 Needs the ``serve`` extra: ``pip install "shipway[serve]"``.
 """
@@ -18,12 +18,15 @@ from shipway.serving.batching import BatchConfig
 from shipway.serving.host import ModelHost
 from shipway.serving.protocol import RequestError
 from shipway.serving.routing import Arm, Endpoint, RolloutRef, Router, RoutingTable, stable_fraction
-from shipway.serving.serve import Target, parse_target, resolve_targets, serve
+from shipway.serving.serve import Target, parse_target, resolve_targets, serve, serve_deployments
 from shipway.serving.shadow import agreement
+from shipway.serving.sync import DeploymentSync
+from shipway.serving.windows import WindowRecorder
 
 __all__ = [
     "Arm",
     "BatchConfig",
+    "DeploymentSync",
     "Endpoint",
     "ModelHost",
     "PredictionEvent",
@@ -34,9 +37,11 @@ __all__ = [
     "ServingApp",
     "ServingConfig",
     "Target",
+    "WindowRecorder",
     "agreement",
     "parse_target",
     "resolve_targets",
     "serve",
+    "serve_deployments",
     "stable_fraction",
 ]

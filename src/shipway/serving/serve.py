@@ -1,15 +1,21 @@
-"""Naming what to serve (``churn@prod``, ``churn/3``, ``churn``) and running the app under uvicorn."""
+"""Running the app under uvicorn: named versions (``churn@prod``, ``churn/3``, ``churn``), or every
+deployment of an environment, following the store, with the rollout controller alongside."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shipway.core.errors import InvalidInput
 from shipway.registry import ModelVersion, parse_model_uri, resolve
 from shipway.serving.app import ServingApp, ServingConfig
 from shipway.serving.host import ModelHost
 from shipway.store import Store, get_store
+
+if TYPE_CHECKING:
+    from shipway.rollout import Deployment, Event
+    from shipway.serving.routing import Endpoint
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,6 @@ def serve(
     on_error: Callable[[str, str, Exception], None] | None = None,
 ) -> None:
     """Serve ``targets`` until interrupted; versions load in the background while health answers."""
-    import uvicorn
-
     store = store or get_store()
     resolved = resolve_targets(targets, store=store)  # an unknown model or alias fails here, at once
     app = ServingApp(config, store=store)
@@ -71,6 +75,76 @@ def serve(
     app.deploy_in_background(
         [(t.endpoint, v.uri) for t, v in resolved], trust=trust, on_ready=on_ready, on_error=on_error
     )
+    _run(app, host, port)
+
+
+def serve_deployments(
+    environment: str = "prod",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    config: ServingConfig | None = None,
+    trust: bool = False,
+    store: Store | None = None,
+    sync_interval: float = 1.0,
+    controller_interval: float = 5.0,
+    worker: str | None = None,
+    on_start: Callable[[ServingApp], None] | None = None,
+    on_change: Callable[[Deployment, Endpoint], None] | None = None,
+    on_error: Callable[[str, str, Exception], None] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> None:
+    """Serve every deployment of ``environment`` until interrupted, following changes in the store.
+
+    Each request of a rollout is counted in its arm's window, saved every ``sync_interval``
+    seconds and at shutdown; with ``controller_interval`` > 0 the rollout controller runs here too
+    (0: another process runs it).
+    """
+    from shipway.rollout import Controller
+    from shipway.serving.sync import DeploymentSync
+    from shipway.serving.windows import WindowRecorder
+
+    if not sync_interval > 0:
+        raise InvalidInput(f"--sync-interval must be positive, not {sync_interval}.")
+    if controller_interval < 0:
+        raise InvalidInput(f"--controller-interval must be 0 (off) or positive, not {controller_interval}.")
+    store = store or get_store()
+    app = ServingApp(config, store=store)
+    recorder = WindowRecorder(store, worker=worker, interval=sync_interval)
+    app.listeners.append(recorder)
+    sync = DeploymentSync(
+        app,
+        environment,
+        store=store,
+        trust=trust,
+        interval=sync_interval,
+        on_change=on_change,
+        on_error=on_error,
+    )
+    controller = (
+        Controller(interval=controller_interval, environment=environment, store=store, on_event=on_event)
+        if controller_interval > 0
+        else None
+    )
+    # At shutdown: stop changing things, then save the windows of every request answered.
+    if controller is not None:
+        app.on_close.append(controller.stop)
+    app.on_close.extend([sync.stop, recorder.stop])
+    if on_start is not None:
+        on_start(app)
+    sync.start()
+    recorder.start()
+    if controller is not None:
+        controller.start()
+    try:
+        _run(app, host, port)
+    finally:
+        app.close()
+
+
+def _run(app: ServingApp, host: str, port: int) -> None:
+    import uvicorn
+
     server = uvicorn.Server(
         uvicorn.Config(
             app,
