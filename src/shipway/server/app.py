@@ -125,7 +125,9 @@ def create_app(
                 "This endpoint needs a token: send `Authorization: Bearer <token>` "
                 "(create one with `shipway token create`)."
             )
-        # Cached for a few seconds per token, so most requests never reach the database here.
+        # Cached for a few seconds per token, so most requests never reach the database here. A miss
+        # reads the token row and, at most once a minute per token, writes its last use: on SQLite
+        # that short write waits only for another writer's transaction, so it stays on the loop too.
         return await call(identity.authenticate_cached, secret.strip(), store=store)
 
     def need(role: str, *, per_model: bool = False) -> Callable[..., Any]:
