@@ -136,7 +136,8 @@ def test_a_parquet_window_streams_in_batches_to_the_same_profile(tmp_path: Path)
 
 def test_many_categories_keep_the_most_frequent_and_count_the_rest() -> None:
     values = pd.Series([f"id{i}" for i in range(1500)] + ["common"] * 10)
-    column = CategoricalColumn.from_series(values)
+    column = Profile.from_frame(pd.DataFrame({"id": values}))["id"]
+    assert isinstance(column, CategoricalColumn)
     assert len(column.categories) == 1000 and column.categories["common"] == 10
     assert column.other == 501 and column.n == 1510  # 999 of the ids are kept, by name order
 

@@ -19,16 +19,21 @@ import numpy as np
 
 from shipway.core.errors import InvalidInput
 from shipway.monitoring import stats
-from shipway.monitoring.profile import (
+from shipway.monitoring.columns import (
     CATEGORICAL,
     NUMERIC,
+    RawColumn,
+    column_of,
+    kind_of,
+    read_column,
+    table_columns,
+)
+from shipway.monitoring.profile import (
     CategoricalColumn,
     Column,
     NumericColumn,
     Profile,
-    column_kind,
     each_column,
-    numeric_values,
 )
 
 # Past this many values on each side, numeric columns are judged by an effect size and categorical
@@ -208,7 +213,9 @@ def drift(
         cur_frame = _read(cur_frame, names)
 
         def compare(name: str) -> tuple[ColumnDrift, Column, Column]:
-            return _exact(name, ref_frame[name], cur_frame[name], chosen.get(name), limits.get(name))
+            ref = read_column(column_of(ref_frame, name), name)
+            cur = read_column(column_of(cur_frame, name), name, ref.kind)
+            return _exact(name, ref, cur, chosen.get(name), limits.get(name))
 
         done = each_column(compare, names, (len(ref_frame) + len(cur_frame)) * len(names))
         return DriftReport(
@@ -258,7 +265,7 @@ def _available(frame: Any, profile: Profile | None) -> tuple[list[str], Any]:
         except (OSError, ValueError) as err:
             raise InvalidInput(f"Cannot read {frame} as a parquet file: {err}") from err
         return list(schema.names), schema
-    return [str(c) for c in frame.columns], None
+    return table_columns(frame), None
 
 
 def _columns(
@@ -280,7 +287,7 @@ def _columns(
     elif ref_schema is not None:
         names = [c for c in ref_names if _arrow_comparable(ref_schema.field(c).type)]
     else:
-        names = [c for c in ref_names if column_kind(ref_frame[c]) is not None]
+        names = [c for c in ref_names if kind_of(column_of(ref_frame, c)) is not None]
     absent = [c for c in names if c not in cur_names]
     if absent:
         raise InvalidInput(
@@ -342,10 +349,11 @@ def _thresholds(thresholds: Mapping[str, float] | None, chosen: dict[str, str]) 
 
 
 def _read(frame: Any, names: list[str]) -> Any:
+    """A DataFrame as it is; a parquet file's columns as an Arrow table (no conversion to pandas)."""
     if isinstance(frame, str | os.PathLike):
-        import pandas as pd
+        import pyarrow.parquet as pq
 
-        return pd.read_parquet(frame, columns=names)
+        return pq.read_table(frame, columns=names)
     return frame
 
 
@@ -399,32 +407,25 @@ def _check_method(name: str, kind: str, method: str) -> None:
 
 
 def _exact(
-    name: str, ref: Any, cur: Any, method: str | None, threshold: float | None
+    name: str, ref: RawColumn, cur: RawColumn, method: str | None, threshold: float | None
 ) -> tuple[ColumnDrift, Column, Column]:
     """Compare two raw columns; the statistic is exact."""
-    kind = column_kind(ref)
-    if kind is None:
-        raise InvalidInput(f"Column {name!r} ({ref.dtype}) is neither numbers nor categories.")
-    if kind == NUMERIC and column_kind(cur) != NUMERIC:
-        raise InvalidInput(
-            f"Column {name!r} is numeric in the reference but {cur.dtype} in the current data."
-        )
+    kind = ref.kind
     if method is not None:
         _check_method(name, kind, method)
     if kind == CATEGORICAL:
-        ref_counts, ref_missing = _category_counts(ref)
-        cur_counts, cur_missing = _category_counts(cur)
-        ref_col = CategoricalColumn._truncated(len(ref), ref_missing, ref_counts, 0)
-        cur_col = CategoricalColumn._truncated(len(cur), cur_missing, cur_counts, 0)
-        keys = list(dict.fromkeys([*ref_counts, *cur_counts]))
-        a = np.array([ref_counts.get(k, 0) for k in keys], dtype=np.int64)
-        b = np.array([cur_counts.get(k, 0) for k in keys], dtype=np.int64)
+        assert ref.counts is not None and cur.counts is not None
+        ref_col = CategoricalColumn.from_counts(ref.rows, ref.missing, ref.counts)
+        cur_col = CategoricalColumn.from_counts(cur.rows, cur.missing, cur.counts)
+        keys = list(dict.fromkeys([*ref.counts, *cur.counts]))  # every category, none folded
+        a = np.array([ref.counts.get(k, 0) for k in keys], dtype=np.int64)
+        b = np.array([cur.counts.get(k, 0) for k in keys], dtype=np.int64)
         return _on_counts(name, kind, method, threshold, a, b), ref_col, cur_col
 
-    r_all, c_all = numeric_values(ref), numeric_values(cur)
-    r, c = _sorted_finite(r_all), _sorted_finite(c_all)
-    ref_col = NumericColumn.from_sorted(r, len(r_all), int(np.isnan(r_all).sum()))
-    cur_col = NumericColumn.from_sorted(c, len(c_all), int(np.isnan(c_all).sum()), ref_col.edges)
+    assert ref.values is not None and cur.values is not None
+    r, c = _sorted_finite(ref.values), _sorted_finite(cur.values)
+    ref_col = NumericColumn.from_sorted(r, ref.rows, int(np.isnan(ref.values).sum()))
+    cur_col = NumericColumn.from_sorted(c, cur.rows, int(np.isnan(cur.values).sum()), ref_col.edges)
     n, m = len(r), len(c)
     if n == 0 or m == 0:
         return _empty(name, kind, method, threshold, n, m), ref_col, cur_col
@@ -496,16 +497,6 @@ def _sorted_finite(values: np.ndarray) -> np.ndarray:
     out = values.copy() if finite.all() else values[finite]  # never sort the caller's array in place
     out.sort()
     return out
-
-
-def _category_counts(series: Any) -> tuple[dict[str, int], int]:
-    counts = series.value_counts(dropna=True, sort=False)
-    counts = counts[counts > 0]
-    out: dict[str, int] = {}
-    for key, count in zip(counts.index, counts.to_numpy().tolist(), strict=True):
-        k = key if isinstance(key, str) else str(key)
-        out[k] = out.get(k, 0) + int(count)
-    return out, len(series) - int(counts.sum())
 
 
 def _aligned_categories(ref: CategoricalColumn, cur: CategoricalColumn) -> tuple[np.ndarray, np.ndarray]:

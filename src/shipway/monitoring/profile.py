@@ -22,14 +22,20 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from shipway.core.errors import InvalidInput
+from shipway.monitoring.columns import (
+    CATEGORICAL,
+    NUMERIC,
+    RawColumn,
+    column_of,
+    kind_of,
+    read_column,
+    table_columns,
+)
 
 FORMAT = "shipway.profile/1"
 BINS = 100  # quantile bins per numeric column: the percentiles
 MAX_CATEGORIES = 1000  # categories kept by name per column; the rarer ones are counted together
 BATCH_ROWS = 1 << 18  # rows per batch when streaming a parquet file into a profile
-
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
 
 # Tables of at least this many values (rows x columns) are worked on a few columns at a time.
 PARALLEL_VALUES = 2_000_000
@@ -46,21 +52,6 @@ def each_column(fn: Callable[[str], T], names: list[str], values: int) -> list[T
         return [fn(n) for n in names]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shipway-profile") as pool:
         return list(pool.map(fn, names))
-
-
-def column_kind(series: Any) -> str | None:
-    """``numeric`` for numbers (not booleans), ``categorical`` for strings, categories and booleans,
-    None for what drift does not compare (dates and times, durations, mixed objects of other kinds)."""
-    import pandas as pd
-
-    dtype = series.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return CATEGORICAL
-    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
-        return NUMERIC
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
-        return CATEGORICAL
-    return None
 
 
 def _float_or_none(x: float) -> float | None:
@@ -317,14 +308,11 @@ class CategoricalColumn:
         return self.missing / self.rows if self.rows else 0.0
 
     @classmethod
-    def from_series(cls, series: Any, max_categories: int = MAX_CATEGORIES) -> CategoricalColumn:
-        counts = series.value_counts(dropna=True, sort=False)
-        counts = counts[counts > 0]
-        keys = [k if isinstance(k, str) else str(k) for k in counts.index]
-        merged: dict[str, int] = {}
-        for key, count in zip(keys, counts.to_numpy().tolist(), strict=True):
-            merged[key] = merged.get(key, 0) + int(count)
-        return cls._truncated(len(series), len(series) - int(counts.sum()), merged, 0, max_categories)
+    def from_counts(
+        cls, rows: int, missing: int, counts: Mapping[str, int], max_categories: int = MAX_CATEGORIES
+    ) -> CategoricalColumn:
+        """The column of ``rows`` rows, ``missing`` of them missing, with these counts per category."""
+        return cls._truncated(rows, missing, dict(counts), 0, max_categories)
 
     @classmethod
     def _truncated(
@@ -366,9 +354,13 @@ Column = NumericColumn | CategoricalColumn
 # ---------------------------------------------------------------------------------------------
 
 
-def numeric_values(series: Any) -> np.ndarray:
-    """A pandas column as float64 with NaN for missing values."""
-    return np.asarray(series.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+def column_profile(raw: RawColumn, edges: np.ndarray | None = None, *, bins: int = BINS) -> Column:
+    """Profile one column read by :func:`read_column`, on ``edges`` if it is numeric and they are given."""
+    if raw.kind == NUMERIC:
+        assert raw.values is not None
+        return NumericColumn.from_values(raw.values, edges, bins=bins)
+    assert raw.counts is not None
+    return CategoricalColumn.from_counts(raw.rows, raw.missing, raw.counts)
 
 
 class Profile:
@@ -404,11 +396,9 @@ class Profile:
         names = _profiled_columns(frame, like, columns)
 
         def profile(name: str) -> Column:
-            kind = like[name].kind if like is not None else column_kind(frame[name])
-            if kind == NUMERIC:
-                edges = like[name].edges if like is not None else None  # type: ignore[union-attr]
-                return NumericColumn.from_values(_as_numbers(frame[name], name), edges, bins=bins)
-            return CategoricalColumn.from_series(frame[name])
+            ref = like[name] if like is not None else None
+            raw = read_column(column_of(frame, name), name, ref.kind if ref is not None else None)
+            return column_profile(raw, ref.edges if isinstance(ref, NumericColumn) else None, bins=bins)
 
         done = each_column(profile, names, len(frame) * len(names))
         return cls(dict(zip(names, done, strict=True)), len(frame))
@@ -433,13 +423,13 @@ class Profile:
         except (OSError, ValueError) as err:
             raise InvalidInput(f"Cannot read {path} as a parquet file: {err}") from err
         if like is None:
-            return cls.from_frame(file.read(columns=wanted).to_pandas(), columns=wanted, bins=bins)
+            return cls.from_frame(file.read(columns=wanted), columns=wanted, bins=bins)
         profile: Profile | None = None
         for batch in file.iter_batches(batch_size=batch_rows, columns=wanted):
-            part = cls.from_frame(batch.to_pandas(), like=like, columns=wanted)
+            part = cls.from_frame(batch, like=like, columns=wanted)
             profile = part if profile is None else profile.merge(part)
         if profile is None:  # a file with no rows
-            profile = cls.from_frame(file.schema_arrow.empty_table().to_pandas(), like=like, columns=wanted)
+            profile = cls.from_frame(file.schema_arrow.empty_table(), like=like, columns=wanted)
         return profile
 
     def merge(self, other: Profile) -> Profile:
@@ -503,13 +493,13 @@ class Profile:
 
 
 def _profiled_columns(frame: Any, like: Profile | None, columns: Iterable[str] | None) -> list[str]:
-    present = [str(c) for c in frame.columns]
+    present = table_columns(frame)
     if columns is not None:
         names = list(columns)
     elif like is not None:
         names = list(like.columns)
     else:
-        names = [c for c in present if column_kind(frame[c]) is not None]
+        names = [c for c in present if kind_of(column_of(frame, c)) is not None]
     missing = [c for c in names if c not in present]
     if missing:
         raise InvalidInput(
@@ -519,19 +509,4 @@ def _profiled_columns(frame: Any, like: Profile | None, columns: Iterable[str] |
         unknown = [c for c in names if c not in like.columns]
         if unknown:
             raise InvalidInput(f"The reference profile has no column {', '.join(map(repr, unknown))}.")
-    else:
-        for c in names:
-            if column_kind(frame[c]) is None:
-                raise InvalidInput(
-                    f"Column {c!r} ({frame[c].dtype}) is neither numbers nor categories: convert it, "
-                    "or leave it out with columns=[...]."
-                )
     return names
-
-
-def _as_numbers(series: Any, name: str) -> np.ndarray:
-    if column_kind(series) != NUMERIC:
-        raise InvalidInput(
-            f"Column {name!r} is numeric in the reference but {series.dtype} here: convert it to numbers."
-        )
-    return numeric_values(series)
