@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from scipy import stats as sp
 from scipy.spatial.distance import jensenshannon
@@ -149,7 +150,7 @@ def test_current_data_missing_a_column_is_refused() -> None:
         drift(frame(rng, 50), frame(rng, 50).drop(columns="plan"))
 
 
-def test_parquet_paths_and_profiles_give_the_same_verdicts(
+def test_parquet_paths_arrow_tables_and_profiles_give_the_same_verdicts(
     tmp_path: Path, big: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
     reference, current = big
@@ -158,6 +159,9 @@ def test_parquet_paths_and_profiles_give_the_same_verdicts(
     raw = drift(reference, current)
     from_files = drift(tmp_path / "reference.parquet", str(tmp_path / "current.parquet"))
     assert from_files.to_dict() == raw.to_dict()
+
+    arrow = drift(pa.Table.from_pandas(reference), pa.Table.from_pandas(current))
+    assert arrow.to_dict() == raw.to_dict()
 
     stored = Profile.from_frame(reference)
     for report in (drift(stored, current), drift(stored, tmp_path / "current.parquet")):

@@ -183,7 +183,7 @@ class DriftReport:
 # drift()
 # ---------------------------------------------------------------------------------------------
 
-Source = Any  # a pandas DataFrame, a parquet path or a Profile
+Source = Any  # a pandas DataFrame, an Arrow table, a parquet path or a Profile
 
 
 def drift(
@@ -196,11 +196,11 @@ def drift(
 ) -> DriftReport:
     """Compare ``current`` with ``reference`` feature by feature.
 
-    Each side is a pandas DataFrame, a parquet file's path or a :class:`Profile`. ``columns`` picks the
-    features (default: every numeric and categorical column of the reference). ``methods`` names one
-    method for every feature or a method per feature (``wasserstein``, ``jensenshannon``, ``psi``,
-    ``ks``, ``chisquare``); the others get the default for their kind and sample size. ``thresholds``
-    overrides the threshold of features whose method is given.
+    Each side is a pandas DataFrame, an Arrow table, a parquet file's path or a :class:`Profile`.
+    ``columns`` picks the features (default: every numeric and categorical column of the reference).
+    ``methods`` names one method for every feature or a method per feature (``wasserstein``,
+    ``jensenshannon``, ``psi``, ``ks``, ``chisquare``); the others get the default for their kind and
+    sample size. ``thresholds`` overrides the threshold of features whose method is given.
     """
     ref_frame, ref_profile = _source(reference, "reference")
     cur_frame, cur_profile = _source(current, "current")
@@ -245,10 +245,12 @@ def _source(source: Source, side: str) -> tuple[Any, Profile | None]:
         if not Path(source).exists():
             raise InvalidInput(f"The {side} file {source} does not exist.")
         return source, None
-    if hasattr(source, "columns") and hasattr(source, "dtypes"):
+    if hasattr(source, "columns") and hasattr(source, "dtypes"):  # a pandas DataFrame
+        return source, None
+    if hasattr(source, "column_names") and hasattr(source, "schema"):  # an Arrow table
         return source, None
     raise InvalidInput(
-        f"The {side} must be a pandas DataFrame, the path of a parquet file or a Profile, "
+        f"The {side} must be a pandas DataFrame, an Arrow table, the path of a parquet file or a Profile, "
         f"not {type(source).__name__}."
     )
 
