@@ -239,3 +239,29 @@ def test_a_version_without_signature_takes_named_columns(start_server) -> None: 
     assert running.client.get("/v2/models/bare").json()["inputs"] == []
     response = running.client.post("/v1/models/bare/predict", json={"records": frame.to_dict("records")})
     assert response.json()["predictions"] == pytest.approx(model.predict(frame).tolist())
+
+
+def test_numeric_models_get_one_array_and_answer_as_with_a_frame(start_server) -> None:  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(rng.normal(size=(300, 4)), columns=["a", "b", "c", "d"]).assign(
+        n=rng.integers(0, 9, 300)
+    )
+    model = LogisticRegression().fit(frame, (frame["a"] + frame["n"] > 4).astype(int))
+    shipway.register_model(model, name="numeric", input_example=frame.head(20))
+    running = start_server()
+    host = running.app.deploy("numeric", "models:/numeric/1")
+    assert host._as_array, "an estimator fitted on the signature's numeric columns gets an array"
+    rows = frame.iloc[:50]
+    response = running.client.post("/v1/models/numeric/predict", json={"records": rows.to_dict("records")})
+    assert response.json()["predictions"] == model.predict(rows).tolist()
+    # Columns sent in another order are put in the model's order.
+    shuffled = rows[["n", "d", "c", "b", "a"]]
+    again = running.client.post("/v1/models/numeric/predict", json={"records": shuffled.to_dict("records")})
+    assert again.json()["predictions"] == model.predict(rows).tolist()
+
+
+def test_pipelines_that_select_columns_by_name_keep_the_frame(served) -> None:  # type: ignore[no-untyped-def]
+    (arm,) = served.app.router.table.endpoints["churn"].arms
+    assert not arm.host._as_array

@@ -11,6 +11,7 @@ request is retried on its own, so one bad request fails alone with its own error
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,18 @@ _WARM_VALUES: dict[str, Any] = {
     "datetime": "1970-01-01",
 }
 WARM_CALLS = 3
+# What scikit-learn says when an estimator fitted on named columns gets a plain array: the array
+# fast path (below) passes one on purpose, with the columns in the order the estimator learnt.
+_NAMES_WARNING = "X does not have valid feature names"
+
+
+def _quiet_feature_names() -> None:
+    """Silence that one scikit-learn warning, ahead of every other filter (again, if another was put
+    in front of it or the filters were reset, as pytest does around each test)."""
+    first = warnings.filters[0] if warnings.filters else None
+    if first is not None and first[0] == "ignore" and getattr(first[1], "pattern", None) == _NAMES_WARNING:
+        return
+    warnings.filterwarnings("ignore", message=_NAMES_WARNING, category=UserWarning, module=r"sklearn\.")
 
 
 def warm_table(signature: Signature) -> Table:
@@ -120,6 +133,8 @@ class ModelHost:
         self._fast = _already_valid(self.signature) if self.signature is not None else None
         self.load_seconds: float | None = None
         self.metrics: BoundMetrics | None = None
+        # Set at warm-up when the model answers a 2-D array exactly as it answers the frame.
+        self._as_array = False
         self._batcher: Batcher[Table] = Batcher(self._run, config or BatchConfig(), on_batch=self._observe)
         if metrics is not None:
             self.metrics = metrics.bind(endpoint, self.label, lambda: self._batcher.depth)
@@ -169,6 +184,40 @@ class ModelHost:
                     f"({result}). It was not put into service; check that the model predicts on "
                     f"{dict((k, v[0]) for k, v in table.columns.items())}."
                 )
+        self._as_array = self._array_answers_alike(table)
+
+    def _array_answers_alike(self, table: Table) -> bool:
+        """Whether checked rows can go to the model as one 2-D array instead of a DataFrame.
+
+        scikit-learn spends about a millisecond checking a DataFrame's columns and dtypes on every
+        predict, whatever its size: most of a one-row request. An estimator fitted on exactly the
+        signature's columns, in that order, all numeric, turns the frame into the same array itself,
+        so it gets the array directly. Anything else (a pipeline selecting columns by name, text,
+        categories) keeps the DataFrame, as does a model whose answers on the warm-up row differ.
+        """
+        import pandas as pd
+
+        if self.version.flavor != "sklearn" or self.signature is None or self._ndarray or self._fast is None:
+            return False
+        names = getattr(self.loaded.model, "feature_names_in_", None)
+        if names is None or tuple(str(n) for n in names) != self.columns:
+            return False
+        if any(spec.kind not in ("integer", "float") for spec in self.signature.inputs):
+            return False
+        valid = self._fast(table.columns)
+        if valid is None:
+            return False
+        _quiet_feature_names()
+        try:
+            framed = np.asarray(self.loaded.model.predict(pd.DataFrame(valid)))
+            arrayed = np.asarray(self.loaded.model.predict(self._array(valid)))
+        except Exception:
+            return False
+        return framed.shape == arrayed.shape and bool(np.array_equal(framed, arrayed))
+
+    def _array(self, valid: dict[str, np.ndarray]) -> np.ndarray:
+        assert self.columns is not None  # only called once the signature is known
+        return np.column_stack([valid[name] for name in self.columns])
 
     def _set_ready(self, value: int) -> None:
         if self.metrics is not None:
@@ -209,6 +258,9 @@ class ModelHost:
         if self._fast is not None:
             valid = self._fast(columns)
             if valid is not None:
+                if self._as_array:
+                    _quiet_feature_names()
+                    return self._array(valid)
                 frame = pd.DataFrame(valid)
                 return frame.to_numpy() if self._ndarray else frame
         frame = pd.DataFrame(columns)
