@@ -89,3 +89,10 @@ def test_an_endpoint_whose_stable_does_not_load_answers_503_with_why(store: Stor
     DeploymentSync(app, "prod", store=store, on_error=lambda *a: None).sync()
     endpoint = app.router.table.endpoints["churn"]
     assert not endpoint.ready and "v1 could not be loaded" in (endpoint.problem or "")
+
+
+def test_deployments_are_known_before_they_are_loaded(store: Store, registered: pd.DataFrame) -> None:
+    app = ServingApp(store=store)
+    DeploymentSync(app, "prod", store=store).announce()
+    endpoint = app.router.table.endpoints["churn"]
+    assert not endpoint.ready and endpoint.problem == "loading the prod deployment"

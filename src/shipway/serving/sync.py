@@ -172,9 +172,19 @@ class DeploymentSync:
                 log.exception("could not read the %s deployments; retrying", self.environment)
             self._stop.wait(self.interval)
 
+    def announce(self) -> None:
+        """Make every deployment known at once, answering 503 until its first pass has loaded it
+        (instead of 404 for a model the server has not read about yet)."""
+        for model in deployment_generations(self.environment, store=self.store):
+            self.app.router.mark_unready(model, f"loading the {self.environment} deployment")
+
     def start(self) -> DeploymentSync:
-        """Run in a daemon thread."""
+        """Announce the deployments, then run in a daemon thread."""
         if self._thread is None:
+            try:
+                self.announce()
+            except Exception:  # the loop retries reading the store
+                log.exception("could not read the %s deployments; retrying", self.environment)
             self._stop.clear()
             self._thread = threading.Thread(target=self.run, name="shipway-deployment-sync", daemon=True)
             self._thread.start()
