@@ -214,3 +214,20 @@ def test_the_callers_data_is_left_alone() -> None:
     before = reference.copy()
     drift(reference, current)
     pd.testing.assert_frame_equal(reference, before)
+
+
+def test_public_names_are_pinned() -> None:
+    from shipway import monitoring
+
+    assert set(monitoring.__all__) == {
+        "METHODS",
+        "CategoricalColumn",
+        "ColumnDrift",
+        "DriftReport",
+        "Method",
+        "NumericColumn",
+        "Profile",
+        "default_method",
+        "drift",
+    }
+    assert all(hasattr(monitoring, name) for name in monitoring.__all__)
