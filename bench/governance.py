@@ -2,7 +2,7 @@
 
 Run by hand from the repository root::
 
-    .venv/bin/python bench/governance.py            # full run, ~3-4 min on 2 cores
+    .venv/bin/python bench/governance.py            # full run, ~4-5 min on 2 cores
     .venv/bin/python bench/governance.py --quick    # smoke run, ~1-2 min
     .venv/bin/python bench/governance.py --only shipway   # no MLflow server for the API comparison
 
@@ -23,7 +23,10 @@ at once). Version 2 is signed and has its card filled in. Workloads:
 2. authenticated metadata reads: ``python -m shipway up`` as a subprocess on the same store, a
    viewer token made beforehand with ``governance.create_token(role="viewer")``, and a few httpx
    clients on threads (keep-alive) alternating GET ``/api/v1/models/churn/versions/1`` and
-   ``/api/v1/models``. Requests/s, latency percentiles, and errors (any non-200).
+   ``/api/v1/models``. Requests/s, latency percentiles, and errors (any non-200); with one server
+   process, and with ``--workers 2`` (one per core here; the workers share the SQLite store), in
+   turns, the better of two runs each. The load driver runs on the same machine and takes CPU from
+   the server: its CPU-seconds are shown.
 
 No open-source registry evaluates promotion gates, so there is no peer for (1). For (2), the same
 load goes to ``mlflow server`` (bench/.venvs/mlflow, the environment ``tracking.py`` and
@@ -58,6 +61,7 @@ from _harness import Bench, fmt_value, progress, render_table
 RESULTS_FILE = _harness.BENCH_DIR / "results" / "governance.json"
 WORKER_TIMEOUT_S = 1800
 SERVER_START_TIMEOUT_S = 120
+WORKER_START_S = 5.0  # how long the extra `shipway up --workers` processes get to import and open
 
 FULL = {
     "holdout_rows": 10_000,
@@ -468,8 +472,8 @@ def drive(
     }
 
 
-def shipway_reads(cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
-    """Authenticated reads from ``python -m shipway up`` on the store in ``tmp``."""
+def shipway_reads(cfg: dict[str, Any], tmp: Path, workers: int = 1) -> dict[str, Any]:
+    """Authenticated reads from ``python -m shipway up --workers N`` on the store in ``tmp``."""
     import httpx
 
     env = _harness.worker_env("shipway", tmp)
@@ -486,9 +490,11 @@ def shipway_reads(cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
         check=True,
     ).stdout.strip()
     port = free_port()
-    argv = [sys.executable, "-m", "shipway", "up", "--port", str(port)]
+    argv = [sys.executable, "-m", "shipway", "up", "--port", str(port), "--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
-    with server(argv, env, port, tmp / "server.log") as proc:
+    with server(argv, env, port, tmp / f"server-{workers}.log") as proc:
+        if workers > 1:
+            time.sleep(WORKER_START_S)  # /health answered from one worker; let the others load too
         headers = {"Authorization": f"Bearer {token}"}
         if httpx.get(f"{base}/api/v1/models", timeout=10).status_code != 401:
             raise SystemExit("the server answered a request without a token; is authentication off?")
@@ -499,6 +505,7 @@ def shipway_reads(cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
             )
         result = drive(base, SHIPWAY_PATHS, headers, cfg, server_pids(proc.pid))
     result["authenticated"] = True
+    result["workers"] = workers
     return result
 
 
@@ -616,12 +623,22 @@ def main(argv: list[str] | None = None) -> int:
             f"(process wall {fmt_value(fresh['wall_s'], 's')})"
         )
 
-        print(
-            f"[Shipway] {sizes['requests']:,} authenticated reads, {sizes['clients']} clients ...", flush=True
-        )
-        reads = shipway_reads(sizes, tmp)
-        shipway_results["api_reads"] = reads
-        print(f"    {reads['rate']:,.0f} requests/s, p99 {reads['p99_ms']:.1f} ms, {reads['errors']} errors")
+        # 1 and 2 processes take turns, twice each, and each keeps its better run: other work on a
+        # shared machine comes and goes, and a fixed order would hand it all to one of them.
+        samples: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        for workers in (1, 2, 1, 2):
+            print(
+                f"[Shipway] {sizes['requests']:,} authenticated reads, {sizes['clients']} clients, "
+                f"{workers} server process{'es' if workers > 1 else ''} ...",
+                flush=True,
+            )
+            result = shipway_reads(sizes, tmp, workers)
+            samples[workers].append(result)
+            rate, p99, errors = result["rate"], result["p99_ms"], result["errors"]
+            print(f"    {rate:,.0f} requests/s, p99 {p99:.1f} ms, {errors} errors", flush=True)
+        reads, reads2 = (max(samples[n], key=lambda r: r["rate"]) for n in (1, 2))
+        shipway_results["api_reads"], shipway_results["api_reads_2_workers"] = reads, reads2
+        shipway_results["api_reads_rates"] = {str(n): [r["rate"] for r in samples[n]] for n in samples}
 
         print("[Shipway] the same reads from `shipway up --insecure-local` (no token check) ...", flush=True)
         insecure = shipway_reads_insecure(sizes, tmp)
@@ -658,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("fresh process wall, spawn to exit (imports + promote + exit)", fresh["wall_s"], "s", "", ""),
         (
-            f"authenticated reads, {sizes['clients']} clients, Shipway",
+            f"authenticated reads, {sizes['clients']} clients, Shipway, 1 process (better of 2)",
             reads["rate"],
             "requests/s",
             f"\u2265 {TARGET_READS_PER_S:,.0f}/s, 0 errors",
@@ -666,6 +683,15 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("  latency p50 / p95 / p99", None, "", "", ""),
         ("  errors (non-200)", float(reads["errors"]), "", "0", met(reads["errors"] == 0)),
+        (
+            "the same reads, `shipway up --workers 2` (better of 2)",
+            reads2["rate"],
+            "requests/s",
+            f"\u2265 {TARGET_READS_PER_S:,.0f}/s, 0 errors",
+            met(reads2["rate"] >= TARGET_READS_PER_S and reads2["errors"] == 0),
+        ),
+        ("  latency p50 / p95 / p99 (2 workers)", None, "", "", ""),
+        ("  errors (non-200, 2 workers)", float(reads2["errors"]), "", "0", met(reads2["errors"] == 0)),
         ("the same reads, --insecure-local (no token check)", insecure["rate"], "requests/s", "", ""),
     ]
     if "mlflow" in run.tools:
@@ -682,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     body, table = [], []
     for label, value, unit, target, verdict in rows:
         if label.strip().startswith(("latency", "MLflow latency")):
-            r = peer if label.strip().startswith("MLflow") else reads
+            r = peer if label.strip().startswith("MLflow") else reads2 if "2 workers" in label else reads
             shown = f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f} / {r['p99_ms']:.1f} ms"
             value = {"p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "p99_ms": r["p99_ms"]}
         elif unit == "":
@@ -706,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.append(f"{key}: {sorted(set(shipway_results[key]['problems']))}")
     if setup["champion_promotion"] != "completed":
         warnings.append(f"v{setup['champion']} to {CHAMPION_ENV}: {setup['champion_promotion']}")
-    for tool, res in (("shipway", reads), *((("mlflow", peer),) if "mlflow" in run.tools else ())):
+    peers = (("mlflow", peer),) if "mlflow" in run.tools else ()
+    for tool, res in (("shipway", reads), ("shipway --workers 2", reads2), *peers):
         if res["errors"]:
             warnings.append(f"{tool} reads: {res['errors']} errors, e.g. {res['error_examples']}")
 
@@ -715,11 +742,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(phase_table(warm, fresh))
     print()
-    for label, res in (("Shipway", reads), *((("MLflow", peer),) if "mlflow" in run.tools else ())):
+    for label, res in (("Shipway", reads), ("Shipway --workers 2", reads2), *peers):
         if res["server_cpu_s"] is not None:
+            per_request = 1000 * res["server_cpu_s"] / res["requests"]
             print(
-                f"{label} reads: server used {res['server_cpu_s']:.1f} CPU-s and the load driver "
-                f"{res['client_cpu_s']:.1f} CPU-s in {res['seconds']:.1f} s on {os.cpu_count()} CPUs"
+                f"{label} reads: server used {res['server_cpu_s']:.1f} CPU-s ({per_request:.2f} ms a "
+                f"request) and the load driver {res['client_cpu_s']:.1f} CPU-s in {res['seconds']:.1f} s "
+                f"on {os.cpu_count()} CPUs"
             )
     if fresh["torch_imported"]:
         print(
