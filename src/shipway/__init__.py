@@ -62,7 +62,21 @@ __all__ = [
 ]
 
 
-_LAZY_SUBMODULES = frozenset({"registry", "data", "server", "store", "tracking", "core"})
+_LAZY_SUBMODULES = frozenset(
+    {
+        "client",
+        "core",
+        "data",
+        "governance",
+        "monitoring",
+        "registry",
+        "rollout",
+        "server",
+        "serving",
+        "store",
+        "tracking",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
