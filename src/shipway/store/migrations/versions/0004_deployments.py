@@ -57,7 +57,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rollouts")),
     )
     op.create_index(
-        op.f("ix_rollouts_deployment_id_started_at"), "rollouts", ["deployment_id", "started_at"], unique=False
+        op.f("ix_rollouts_deployment_id_started_at"),
+        "rollouts",
+        ["deployment_id", "started_at"],
+        unique=False,
     )
     op.create_table(
         "rollout_windows",
