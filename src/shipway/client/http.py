@@ -574,21 +574,27 @@ class Client:
         head = self.request("GET", "/api/v1/audit/head")
         return head["seq"], head["hash"]
 
+    def _audit(self, after_seq: int = 0, subject: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every audit entry after ``after_seq`` (of ``subject`` and its children), in order, page by page."""
+        params: dict[str, Any] = {"after_seq": after_seq, "limit": 5_000}
+        if subject is not None:
+            params["subject"] = subject
+        while True:
+            page = self.request("GET", "/api/v1/audit", params=params)
+            yield from page["entries"]
+            if not page.get("next_after_seq"):
+                return
+            params["after_seq"] = page["next_after_seq"]
+
     def audit_rows(self, *, up_to: int | None = None, since_ms: int | None = None) -> Iterator[Any]:
         """Entries in order as objects with the stored columns (payload as canonical JSON text)."""
         from shipway.store.audit import canonical
 
-        after = 0
-        while True:
-            page = self.request("GET", "/api/v1/audit", params={"after_seq": after, "limit": 5_000})
-            for entry in page["entries"]:
-                if up_to is not None and entry["seq"] > up_to:
-                    return
-                if since_ms is None or entry["time"] >= since_ms:
-                    yield types.SimpleNamespace(**{**entry, "payload": canonical(entry["payload"])})
-            after = page.get("next_after_seq") or 0
-            if not after:
+        for entry in self._audit():
+            if up_to is not None and entry["seq"] > up_to:
                 return
+            if since_ms is None or entry["time"] >= since_ms:
+                yield types.SimpleNamespace(**{**entry, "payload": canonical(entry["payload"])})
 
     def audit_entries(
         self,
@@ -602,20 +608,14 @@ class Client:
         from shipway.governance.audit import Entry
 
         found: list[Any] = []
-        params: dict[str, Any] = {"after_seq": after_seq, "limit": 5_000}
-        if subject is not None:
-            params["subject"] = subject
-        while limit is None or len(found) < limit:
-            page = self.request("GET", "/api/v1/audit", params=params)
-            for entry in page["entries"]:
-                if (since_ms is None or entry["time"] >= since_ms) and (
-                    action is None or entry["action"] == action
-                ):
-                    found.append(decode(Entry, entry))
-            if not page.get("next_after_seq"):
-                break
-            params["after_seq"] = page["next_after_seq"]
-        return found if limit is None else found[:limit]
+        for entry in self._audit(after_seq, subject):
+            if (since_ms is None or entry["time"] >= since_ms) and (
+                action is None or entry["action"] == action
+            ):
+                found.append(decode(Entry, entry))
+                if limit is not None and len(found) == limit:
+                    break
+        return found
 
 
 def _run(record: Any) -> Any:
@@ -646,6 +646,8 @@ def _inline_keys(source: str, base: Path | None) -> str:
     """The policy text with public-key file paths replaced by the keys, which the server cannot read."""
     import yaml
 
+    from shipway.governance.policy import key_path
+
     document = yaml.safe_load(source)
     changed = False
     for stages in (document.get("models") or {}).values():
@@ -654,7 +656,6 @@ def _inline_keys(source: str, base: Path | None) -> str:
                 config = gate.get("signature_required") if isinstance(gate, dict) else None
                 key = config.get("public_key") if isinstance(config, dict) else None
                 if isinstance(key, str) and "BEGIN PUBLIC KEY" not in key:
-                    path = Path(key) if base is None or Path(key).is_absolute() else base / key
-                    config["public_key"] = path.read_text()
+                    config["public_key"] = key_path(key, base).read_text()
                     changed = True
     return yaml.safe_dump(document, sort_keys=False) if changed else source

@@ -251,10 +251,15 @@ def parse(source: str, *, base: Path | None = None) -> dict[str, Any]:
     return stored
 
 
+def key_path(text: str, base: Path | None) -> Path:
+    """Where a policy's public-key path points: relative paths are relative to the policy file."""
+    return Path(text) if base is None or Path(text).is_absolute() else base / text
+
+
 def _embed_key(config: SignatureRequired, base: Path | None, where: str, problems: list[str]) -> Any:
     text = config.public_key or ""
     if "BEGIN PUBLIC KEY" not in text:
-        path = Path(text) if base is None or Path(text).is_absolute() else base / text
+        path = key_path(text, base)
         try:
             text = path.read_text()
         except OSError as exc:

@@ -202,9 +202,14 @@ def commit_points(
     points: list[Point],
     finish: dict[str, Any] | None = None,
     actor: str | None = None,
+    *,
+    heartbeat: bool = False,
 ) -> None:
-    """Write points and, with ``finish`` (status, end_time, error), end the run, in one transaction."""
+    """Write points and, with ``finish`` (status, end_time, error), end the run, in one transaction;
+    ``heartbeat`` also records that the run's process is alive."""
     with store.write() as conn:
+        if heartbeat:
+            conn.execute(schema.runs.update().where(schema.runs.c.id == run_id).values(heartbeat_at=now_ms()))
         if points:
             write_points(conn, run_id, points)
         if finish is not None:
