@@ -145,11 +145,11 @@ SHIPWAY = [sys.executable, "-m", "shipway"]
 class Process:
     """``shipway serve`` (every deployment of prod) as a user runs it."""
 
-    def __init__(self, home: Path, *, controller: float = 0.25) -> None:
+    def __init__(self, home: Path, *, controller: float = 0.25, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [*SHIPWAY, "serve", "--port", str(self.port), "--trust", "--sync-interval", "0.2"]
-        argv += ["--controller-interval", str(controller)]
+        argv += ["--controller-interval", str(controller), "--workers", str(workers)]
         env = {**os.environ, "SHIPWAY_HOME": str(home), "COLUMNS": "250"}
         self.proc = subprocess.Popen(
             argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -453,4 +453,40 @@ def test_a_restarted_server_resumes_the_rollout_at_its_step(local: Store, shipwa
             )
         ).scalars()
         assert len(set(workers)) == 2
+    assert [e.payload["step"] for e in audit.entries(action="rollout.step", store=store)] == [1]
+
+
+def test_workers_share_the_port_and_the_store_and_the_controller_acts_once(
+    local: Store, shipway_home: Path
+) -> None:
+    store = local
+    _first_deployment(store)
+    server = Process(shipway_home, workers=2)
+    try:
+        server.wait_ready()
+        d = _canary(store, "good", steps=(50, 100), min_requests=60)
+        load = Load(server.url, threads=3).start()
+        try:
+            # Fresh connections too, so the kernel hands requests to both workers.
+            for i in range(40):
+                r = httpx.post(f"{server.url}/v1/models/churn/predict", json={"records": [_row(i)]})
+                assert r.status_code == 200, r.text
+            _until(
+                lambda: get_deployment("churn", store=store).status == "idle", 60, "the end of the rollout"
+            )
+        finally:
+            load.stop()
+    finally:
+        output = server.stop()
+    assert load.results and {r[0] for r in load.results} == {200} and load.failures == []
+    assert "workers: 2 processes" in output and "Traceback" not in output
+    assert get_deployment("churn", store=store).stable_version == 2
+    with store.read() as conn:
+        workers = conn.execute(
+            sa.select(schema.rollout_windows.c.worker).where(
+                schema.rollout_windows.c.rollout_id == d.rollout_id
+            )
+        ).scalars()
+        assert len(set(workers)) == 2, "both workers counted requests"
+    # One controller (in the parent) judged the steps: each step was passed once.
     assert [e.payload["step"] for e in audit.entries(action="rollout.step", store=store)] == [1]

@@ -13,7 +13,7 @@ from shipway.core.errors import InvalidInput, ShipwayError
 
 if TYPE_CHECKING:
     from shipway.rollout import Deployment, Event
-    from shipway.serving import Endpoint, ModelHost, ServingApp, ServingConfig
+    from shipway.serving import Endpoint, ModelHost, ServingConfig
 
 
 def _is_loopback(host: str) -> bool:
@@ -90,10 +90,20 @@ def serve(
         float,
         typer.Option(
             "--sync-interval",
-            help="Seconds between looks at the deployments in the store, and between saves of the "
-            "rollout windows.",
+            help="Seconds between looks at the store: at the deployments (or at the aliases of the "
+            "named models, which are followed), and between saves of the rollout windows.",
         ),
     ] = 1.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            envvar="SHIPWAY_SERVE_WORKERS",
+            help="Processes sharing the port, about one per CPU core. Each follows the store on its own; "
+            "the rollout controller runs once, in the parent process.",
+        ),
+    ] = 1,
     controller_interval: Annotated[
         float,
         typer.Option(
@@ -104,6 +114,9 @@ def serve(
     ] = 5.0,
 ) -> None:
     """Serve model versions over Open Inference Protocol v2 and plain JSON, with /metrics.
+
+    A model named by alias (churn@prod) or by name alone (the newest version) is followed: when
+    the alias moves, the new version is loaded and warmed, then answers in one switch.
 
     Without MODEL arguments, serves every deployment of --env (`shipway deploy`) under its model
     name and follows it: canary weights, A/B keys, shadow copies, promotions and rollbacks, each
@@ -127,13 +140,15 @@ def serve(
         batch=BatchConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue),
     )
     if not models:
-        _serve_deployments(env or "prod", host, port, config, trust, sync_interval, controller_interval)
+        _serve_deployments(
+            env or "prod", host, port, config, trust, sync_interval, controller_interval, workers
+        )
         return
     targets = [parse_target(m) for m in models]
 
     _check_port_free(host, port)
 
-    def started(app: ServingApp) -> None:
+    def started() -> None:
         console.print(
             f"Shipway serving on http://{host}:{port}  (health: /v2/health/ready, metrics: /metrics)"
         )
@@ -141,6 +156,8 @@ def serve(
             console.print(
                 "  note: inference endpoints have no authentication; expose them only where intended"
             )
+        if workers > 1:
+            console.print(f"  workers: {workers} processes")
         for t in targets:
             console.print(f"  loading {t.endpoint} from {t.uri} ...")
         sys.stdout.flush()
@@ -162,6 +179,8 @@ def serve(
         port=port,
         config=config,
         trust=trust,
+        workers=workers,
+        sync_interval=sync_interval,
         on_start=started,
         on_ready=ready,
         on_error=failed,
@@ -191,6 +210,7 @@ def _serve_deployments(
     trust: bool,
     sync_interval: float,
     controller_interval: float,
+    workers: int,
 ) -> None:
     from shipway.rollout import deployment_generations
     from shipway.serving import serve_deployments
@@ -204,7 +224,7 @@ def _serve_deployments(
     deployed = deployment_generations(environment, store=store)
     _check_port_free(host, port)
 
-    def started(app: ServingApp) -> None:
+    def started() -> None:
         console.print(
             f"Shipway serving the {environment} deployments on http://{host}:{port}  "
             "(health: /v2/health/ready, metrics: /metrics)"
@@ -218,6 +238,8 @@ def _serve_deployments(
                 f"  no deployments in {environment} yet: `shipway deploy NAME --env {environment}` "
                 "starts one, and it is served as soon as it exists"
             )
+        if workers > 1:
+            console.print(f"  workers: {workers} processes, each following the store")
         if controller_interval > 0:
             console.print(f"  rollout controller: analysing every {controller_interval:g} s")
         sys.stdout.flush()
@@ -243,6 +265,7 @@ def _serve_deployments(
         store=store,
         sync_interval=sync_interval,
         controller_interval=controller_interval,
+        workers=workers,
         on_start=started,
         on_change=changed,
         on_error=failed,

@@ -15,10 +15,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from shipway.serving.app import PredictionEvent, ServingApp, ServingConfig
 from shipway.serving.batching import BatchConfig
+from shipway.serving.follow import Target, TargetSync
 from shipway.serving.host import ModelHost
 from shipway.serving.protocol import RequestError
 from shipway.serving.routing import Arm, Endpoint, RolloutRef, Router, RoutingTable, stable_fraction
-from shipway.serving.serve import Target, parse_target, resolve_targets, serve, serve_deployments
+from shipway.serving.serve import ServePlan, parse_target, resolve_targets, serve, serve_deployments
 from shipway.serving.shadow import agreement
 from shipway.serving.sync import DeploymentSync
 from shipway.serving.windows import WindowRecorder
@@ -34,9 +35,11 @@ __all__ = [
     "RolloutRef",
     "Router",
     "RoutingTable",
+    "ServePlan",
     "ServingApp",
     "ServingConfig",
     "Target",
+    "TargetSync",
     "WindowRecorder",
     "agreement",
     "parse_target",

@@ -1,29 +1,39 @@
-"""Running the app under uvicorn: named versions (``churn@prod``, ``churn/3``, ``churn``), or every
-deployment of an environment, following the store, with the rollout controller alongside."""
+"""Running the app under uvicorn: named versions (``churn@prod``, ``churn/3``, ``churn``), following
+their aliases, or every deployment of an environment, following the store, with the rollout
+controller alongside; in one process, or in several worker processes sharing the port.
+
+Workers agree through the store, not with each other: each one follows the same deployments (or
+aliases) on its own, and the rollout windows each one saves are added up by the controller, which
+runs once, in the parent process. A worker is started with ``spawn`` and builds its app from a
+:class:`ServePlan` passed in the environment (``app_from_environment``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from shipway.core.errors import InvalidInput
 from shipway.registry import ModelVersion, parse_model_uri, resolve
 from shipway.serving.app import ServingApp, ServingConfig
+from shipway.serving.batching import BatchConfig
+from shipway.serving.follow import Target, TargetSync
 from shipway.serving.host import ModelHost
 from shipway.store import Store, get_store
 
 if TYPE_CHECKING:
-    from shipway.rollout import Deployment, Event
+    from shipway.rollout import Controller, Deployment, Event
     from shipway.serving.routing import Endpoint
 
+log = logging.getLogger("shipway.serving")
 
-@dataclass(frozen=True)
-class Target:
-    """One endpoint to serve and the model URI whose version answers it."""
-
-    endpoint: str
-    uri: str
+PLAN_ENV = "SHIPWAY_SERVE_PLAN"
+MAX_WORKERS = 64
 
 
 def parse_target(text: str) -> Target:
@@ -54,6 +64,117 @@ def resolve_targets(
     return [(t, resolve(t.uri, store=store)) for t in targets]
 
 
+@dataclass(frozen=True)
+class ServePlan:
+    """What one serving process runs, in a form a spawned worker can rebuild from JSON: the
+    deployments of ``environment``, or else ``targets``."""
+
+    environment: str | None = None
+    targets: tuple[Target, ...] = ()
+    config: ServingConfig = field(default_factory=ServingConfig)
+    trust: bool = False
+    sync_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.environment is None) == (not self.targets):
+            raise InvalidInput("A serving plan names an environment or models to serve, not both or neither.")
+        if not self.sync_interval > 0:
+            raise InvalidInput(f"--sync-interval must be positive, not {self.sync_interval}.")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServePlan:
+        data: dict[str, Any] = json.loads(text)
+        config = data.pop("config")
+        batch = BatchConfig(**config.pop("batch"))
+        targets = tuple(Target(**t) for t in data.pop("targets"))
+        return cls(targets=targets, config=ServingConfig(batch=batch, **config), **data)
+
+
+@dataclass
+class Callbacks:
+    """What the process running the app is told (printing, in the CLI)."""
+
+    on_start: Callable[[], None] | None = None
+    on_ready: Callable[[ModelHost], None] | None = None
+    on_change: Callable[[Deployment, Endpoint], None] | None = None
+    on_error: Callable[[str, str, Exception], None] | None = None
+    on_event: Callable[[Event], None] | None = None
+
+
+def build_app(
+    plan: ServePlan,
+    *,
+    store: Store,
+    worker: str | None = None,
+    controller_interval: float = 0.0,
+    callbacks: Callbacks | None = None,
+) -> ServingApp:
+    """The app ``plan`` describes, with its background work started: following the deployments
+    (recording each rollout request in its arm's window) or the targets' aliases, and with
+    ``controller_interval`` > 0 the rollout controller. All of it stops when the app closes, and
+    what is buffered is saved then."""
+    from shipway.serving.sync import DeploymentSync
+    from shipway.serving.windows import WindowRecorder
+
+    cb = callbacks or Callbacks()
+    app = ServingApp(plan.config, store=store)
+    starters: list[Callable[[], object]] = []
+    if plan.environment is not None:
+        recorder = WindowRecorder(store, worker=worker, interval=plan.sync_interval)
+        app.listeners.append(recorder)
+        sync = DeploymentSync(
+            app,
+            plan.environment,
+            store=store,
+            trust=plan.trust,
+            interval=plan.sync_interval,
+            on_change=cb.on_change,
+            on_error=cb.on_error,
+        )
+        controller = _controller(plan.environment, controller_interval, store, cb.on_event)
+        # At shutdown: stop changing things, then save the windows of every request answered.
+        if controller is not None:
+            app.on_close.append(controller.stop)
+        app.on_close.extend([sync.stop, recorder.stop])
+        starters += [sync.start, recorder.start]
+        if controller is not None:
+            starters.append(controller.start)
+    else:
+        follower = TargetSync(
+            app,
+            plan.targets,
+            store=store,
+            trust=plan.trust,
+            interval=plan.sync_interval,
+            on_ready=cb.on_ready,
+            on_error=cb.on_error,
+        )
+        for target in plan.targets:  # 503 "loading", not 404, until the first load
+            app.router.mark_unready(target.endpoint, f"{target.uri} is loading.")
+        app.on_close.append(follower.stop)
+        starters.append(follower.start)
+    if cb.on_start is not None:
+        cb.on_start()
+    for start in starters:
+        start()
+    return app
+
+
+def _controller(
+    environment: str, interval: float, store: Store, on_event: Callable[[Event], None] | None
+) -> Controller | None:
+    if interval < 0:
+        raise InvalidInput(f"--controller-interval must be 0 (off) or positive, not {interval}.")
+    if interval == 0:
+        return None
+    from shipway.rollout import Controller
+
+    return Controller(interval=interval, environment=environment, store=store, on_event=on_event)
+
+
 def serve(
     targets: Sequence[Target],
     *,
@@ -62,20 +183,26 @@ def serve(
     config: ServingConfig | None = None,
     trust: bool = False,
     store: Store | None = None,
-    on_start: Callable[[ServingApp], None] | None = None,
+    workers: int = 1,
+    sync_interval: float = 1.0,
+    on_start: Callable[[], None] | None = None,
     on_ready: Callable[[ModelHost], None] | None = None,
     on_error: Callable[[str, str, Exception], None] | None = None,
 ) -> None:
-    """Serve ``targets`` until interrupted; versions load in the background while health answers."""
+    """Serve ``targets`` until interrupted, following their aliases; versions load in the
+    background while health answers."""
     store = store or get_store()
-    resolved = resolve_targets(targets, store=store)  # an unknown model or alias fails here, at once
-    app = ServingApp(config, store=store)
-    if on_start is not None:
-        on_start(app)
-    app.deploy_in_background(
-        [(t.endpoint, v.uri) for t, v in resolved], trust=trust, on_ready=on_ready, on_error=on_error
+    resolve_targets(targets, store=store)  # an unknown model or alias fails here, at once
+    plan = ServePlan(
+        targets=tuple(targets), config=config or ServingConfig(), trust=trust, sync_interval=sync_interval
     )
-    _run(app, host, port)
+    callbacks = Callbacks(on_start=on_start, on_ready=on_ready, on_error=on_error)
+    if workers > 1:
+        if on_start is not None:
+            on_start()
+        _run_workers(plan, workers, host, port)
+        return
+    _run(build_app(plan, store=store, callbacks=callbacks), host, port)
 
 
 def serve_deployments(
@@ -86,10 +213,11 @@ def serve_deployments(
     config: ServingConfig | None = None,
     trust: bool = False,
     store: Store | None = None,
+    workers: int = 1,
     sync_interval: float = 1.0,
     controller_interval: float = 5.0,
     worker: str | None = None,
-    on_start: Callable[[ServingApp], None] | None = None,
+    on_start: Callable[[], None] | None = None,
     on_change: Callable[[Deployment, Endpoint], None] | None = None,
     on_error: Callable[[str, str, Exception], None] | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -98,63 +226,75 @@ def serve_deployments(
 
     Each request of a rollout is counted in its arm's window, saved every ``sync_interval``
     seconds and at shutdown; with ``controller_interval`` > 0 the rollout controller runs here too
-    (0: another process runs it).
+    (0: another process runs it). With ``workers`` > 1 each worker process follows the store on
+    its own and the controller runs once, in this process.
     """
-    from shipway.rollout import Controller
-    from shipway.serving.sync import DeploymentSync
-    from shipway.serving.windows import WindowRecorder
-
-    if not sync_interval > 0:
-        raise InvalidInput(f"--sync-interval must be positive, not {sync_interval}.")
-    if controller_interval < 0:
-        raise InvalidInput(f"--controller-interval must be 0 (off) or positive, not {controller_interval}.")
     store = store or get_store()
-    app = ServingApp(config, store=store)
-    recorder = WindowRecorder(store, worker=worker, interval=sync_interval)
-    app.listeners.append(recorder)
-    sync = DeploymentSync(
-        app,
-        environment,
-        store=store,
-        trust=trust,
-        interval=sync_interval,
-        on_change=on_change,
-        on_error=on_error,
+    plan = ServePlan(
+        environment=environment, config=config or ServingConfig(), trust=trust, sync_interval=sync_interval
     )
-    controller = (
-        Controller(interval=controller_interval, environment=environment, store=store, on_event=on_event)
-        if controller_interval > 0
-        else None
+    callbacks = Callbacks(on_start=on_start, on_change=on_change, on_error=on_error, on_event=on_event)
+    if workers > 1:
+        controller = _controller(environment, controller_interval, store, on_event)
+        if on_start is not None:
+            on_start()
+        if controller is not None:
+            controller.start()
+        try:
+            _run_workers(plan, workers, host, port)
+        finally:
+            if controller is not None:
+                controller.stop()
+        return
+    app = build_app(
+        plan, store=store, worker=worker, controller_interval=controller_interval, callbacks=callbacks
     )
-    # At shutdown: stop changing things, then save the windows of every request answered.
-    if controller is not None:
-        app.on_close.append(controller.stop)
-    app.on_close.extend([sync.stop, recorder.stop])
-    if on_start is not None:
-        on_start(app)
-    sync.start()
-    recorder.start()
-    if controller is not None:
-        controller.start()
     try:
         _run(app, host, port)
     finally:
         app.close()
 
 
+def app_from_environment() -> ServingApp:
+    """A worker's app, built from the plan its parent put in ``SHIPWAY_SERVE_PLAN`` (uvicorn factory)."""
+    plan = ServePlan.from_json(os.environ[PLAN_ENV])
+    pid = os.getpid()
+
+    def ready(host: ModelHost) -> None:
+        print(f"  [worker {pid}] {host.endpoint}: version {host.label} ready", flush=True)
+
+    def failed(endpoint: str, uri: str, exc: Exception) -> None:
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        log.error("[worker %s] %s: could not load %s: %s", pid, endpoint, uri, message)
+
+    return build_app(plan, store=get_store(), callbacks=Callbacks(on_ready=ready, on_error=failed))
+
+
+def _uvicorn_options() -> dict[str, Any]:
+    return {"loop": "auto", "http": "auto", "log_level": "warning", "access_log": False, "lifespan": "on"}
+
+
 def _run(app: ServingApp, host: str, port: int) -> None:
     import uvicorn
 
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            loop="auto",
-            http="auto",
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, **_uvicorn_options())).run()
+
+
+def _run_workers(plan: ServePlan, workers: int, host: str, port: int) -> None:
+    """Run ``workers`` processes sharing one listening socket until interrupted; uvicorn's
+    supervisor restarts a worker that dies."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    if not 1 < workers <= MAX_WORKERS:
+        raise InvalidInput(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}.")
+    os.environ[PLAN_ENV] = plan.to_json()  # spawned workers inherit it
+    config = uvicorn.Config(
+        "shipway.serving.serve:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        **_uvicorn_options(),
     )
-    server.run()
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
