@@ -1,4 +1,4 @@
-"""`shipway up` as a real server on loopback, queried over HTTP."""
+"""`shipway server` as a real server on loopback, queried over HTTP."""
 
 import os
 import subprocess
@@ -18,7 +18,7 @@ from shipway.store.schema import SCHEMA_REVISION
 def server(store: Store) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shipway", "up", "--insecure-local", "--port", str(port)],
+        [sys.executable, "-m", "shipway", "server", "--insecure-local", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

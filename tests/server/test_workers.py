@@ -1,4 +1,4 @@
-"""`shipway up --workers 2` as real processes on loopback: both serve the same store, with tokens."""
+"""`shipway server --workers 2` as real processes on loopback: both serve the same store, with tokens."""
 
 import os
 import subprocess
@@ -25,7 +25,7 @@ def test_two_workers_serve_the_store_and_check_tokens(store: Store) -> None:
     _, secret = governance.create_token(role="viewer", store=store)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shipway", "up", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "shipway", "server", "--port", str(port), "--workers", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

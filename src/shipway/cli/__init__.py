@@ -10,8 +10,8 @@ import typer
 from rich.text import Text
 
 from shipway.cli import governance as gov
-from shipway.cli import scoring
-from shipway.cli.admin import db_app, doctor, up
+from shipway.cli import platform, scoring
+from shipway.cli.admin import db_app, doctor, server
 from shipway.cli.output import err_console
 from shipway.cli.registry import models_app
 from shipway.cli.rollout import deploy, rollout_app
@@ -52,8 +52,8 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
 app.command("doctor")(doctor)
-app.command("up")(up)
-app.command("server")(up)
+app.command("up")(platform.up)
+app.command("server")(server)
 app.command("promote")(gov.promote)
 app.command("approve")(gov.approve)
 app.command("reject")(gov.reject)

@@ -1,4 +1,4 @@
-"""`shipway doctor`, `shipway db …` and `shipway up`."""
+"""`shipway doctor`, `shipway db …` and `shipway server`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import ipaddress
 import os
 import shutil
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -169,7 +171,7 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def up(
+def server(
     host: Annotated[str, typer.Option(help="Address to listen on.", envvar="SHIPWAY_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", envvar="SHIPWAY_PORT")] = 5050,
     insecure_local: Annotated[
@@ -190,20 +192,25 @@ def up(
         ),
     ] = 1,
 ) -> None:
-    """Run the Shipway server on the configured store (embedded SQLite + local folder by default).
+    """Run the control-plane API server alone on the configured store (`shipway up` runs it with
+    serving and monitoring).
 
     Every API call needs a token (`shipway token create`) unless --insecure-local is given.
     """
-    import uvicorn
-
-    from shipway.server import create_app
-    from shipway.server.app import INSECURE_LOCAL_ENV
-
     if insecure_local:
         _check_loopback(host)
     _check_port_free(host, port)
     settings = Settings.resolve()
     store = Store(settings)  # creates or checks the schema once, before any worker starts
+    describe_api(host, port, insecure_local, workers, store, settings)
+    console.print("Press Ctrl-C to stop.")
+    sys.stdout.flush()
+    run_api(host, port, insecure_local, workers, store)
+
+
+def describe_api(
+    host: str, port: int, insecure_local: bool, workers: int, store: Store, settings: Settings
+) -> None:
     console.print(f"Shipway {shipway.__version__} listening on http://{host}:{port}")
     console.print(f"  store:     {store.describe()}")
     console.print(f"  artifacts: {settings.artifact_uri}")
@@ -214,8 +221,23 @@ def up(
         console.print("  auth:      bearer tokens; make one with `shipway token create`")
     if workers > 1:
         console.print(f"  workers:   {workers} processes")
-    console.print("Press Ctrl-C to stop.")
-    sys.stdout.flush()
+
+
+def run_api(
+    host: str,
+    port: int,
+    insecure_local: bool,
+    workers: int,
+    store: Store,
+    *,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve the API until a signal (or ``stop``, set from another thread) ends it; closes ``store``."""
+    import uvicorn
+
+    from shipway.server import create_app
+    from shipway.server.app import INSECURE_LOCAL_ENV
+
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
@@ -231,7 +253,10 @@ def up(
             log_level="warning",
             access_log=False,
         )
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        if stop is not None:
+            _when_set(stop, supervisor.should_exit.set)
+        supervisor.run()
         return
     config = uvicorn.Config(
         create_app(store, insecure_local=insecure_local),
@@ -240,10 +265,20 @@ def up(
         log_level="warning",
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    api = uvicorn.Server(config)
+    if stop is not None:
+        _when_set(stop, lambda: setattr(api, "should_exit", True))
     try:
-        server.run()
+        api.run()
     finally:
         store.close()
-    if not server.started:
+    if not api.started:
         raise ShipwayError(f"Could not listen on {host}:{port}; is the port already in use? Try --port.")
+
+
+def _when_set(event: threading.Event, action: Callable[[], object]) -> None:
+    def watch() -> None:
+        event.wait()
+        action()
+
+    threading.Thread(target=watch, name="shipway-stop-watch", daemon=True).start()

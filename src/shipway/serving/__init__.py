@@ -2,7 +2,8 @@
 adaptive batching, an atomically swapped routing table (weights, sticky keys, shadows), Prometheus
 metrics, and serving every deployment of an environment as the store describes it.
 
-Needs the ``serve`` extra: ``pip install "shipway[serve]"``.
+Runs on the core install; the ``serve`` extra (``pip install "shipway[serve]"``) adds uvloop and
+httptools, which make uvicorn faster.
 """
 
 from shipway.core.errors import MissingDependency
