@@ -490,7 +490,7 @@ def shipway_reads(cfg: dict[str, Any], tmp: Path, workers: int = 1) -> dict[str,
         check=True,
     ).stdout.strip()
     port = free_port()
-    argv = [sys.executable, "-m", "shipway", "up", "--port", str(port), "--workers", str(workers)]
+    argv = [sys.executable, "-m", "shipway", "server", "--port", str(port), "--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
     with server(argv, env, port, tmp / f"server-{workers}.log") as proc:
         if workers > 1:
@@ -513,7 +513,7 @@ def shipway_reads_insecure(cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
     """The same reads from ``shipway up --insecure-local`` (no token check): what authentication costs."""
     env = _harness.worker_env("shipway", tmp)
     port = free_port()
-    argv = [sys.executable, "-m", "shipway", "up", "--port", str(port), "--insecure-local"]
+    argv = [sys.executable, "-m", "shipway", "server", "--port", str(port), "--insecure-local"]
     with server(argv, env, port, tmp / "server-insecure.log") as proc:
         result = drive(f"http://127.0.0.1:{port}", SHIPWAY_PATHS, {}, cfg, server_pids(proc.pid))
     result["authenticated"] = False

@@ -127,6 +127,7 @@ def test_readme_install_command_on_a_fresh_copy(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPWAY_", "VIRTUAL_ENV"))}
     env["SHIPWAY_PORT"] = str(port)
+    env["SHIPWAY_SERVE_PORT"] = str(free_port())
     proc = subprocess.Popen(
         ["bash", "-c", install],
         cwd=copy,
