@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from shipway.core.errors import InvalidInput
-from shipway.monitoring.columns import (
+from shipway.data.columns import (
     CATEGORICAL,
     NUMERIC,
     RawColumn,

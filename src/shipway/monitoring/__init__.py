@@ -1,5 +1,6 @@
 """Monitoring: data drift between a reference and a current sample, from raw data or stored profiles."""
 
+from shipway.data.reference import CategoricalColumn, NumericColumn, Profile
 from shipway.monitoring.drift import (
     METHODS,
     ColumnDrift,
@@ -8,7 +9,6 @@ from shipway.monitoring.drift import (
     default_method,
     drift,
 )
-from shipway.monitoring.profile import CategoricalColumn, NumericColumn, Profile
 
 __all__ = [
     "METHODS",

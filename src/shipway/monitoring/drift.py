@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from shipway.core.errors import InvalidInput
-from shipway.monitoring import stats
-from shipway.monitoring.columns import (
+from shipway.data.columns import (
     CATEGORICAL,
     NUMERIC,
     RawColumn,
@@ -28,13 +27,14 @@ from shipway.monitoring.columns import (
     read_column,
     table_columns,
 )
-from shipway.monitoring.profile import (
+from shipway.data.reference import (
     CategoricalColumn,
     Column,
     NumericColumn,
     Profile,
     each_column,
 )
+from shipway.monitoring import stats
 
 # Past this many values on each side, numeric columns are judged by an effect size and categorical
 # ones may be (Evidently's switch, applied to both sides rather than to the reference alone).

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shipway.monitoring.profile import CategoricalColumn, Column, NumericColumn
+from shipway.data.reference import CategoricalColumn, Column, NumericColumn
 from shipway.monitoring.stats import _Cdf
 
 if TYPE_CHECKING:

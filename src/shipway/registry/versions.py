@@ -16,6 +16,7 @@ from shipway.core.clock import now_ms
 from shipway.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from shipway.core.ids import new_id
 from shipway.core.names import check_name
+from shipway.data.dataset_profiles import profile_on_register
 from shipway.registry import integrity
 from shipway.registry.flavors import flavor_for
 from shipway.registry.signature import Signature, as_frame, infer_signature
@@ -306,6 +307,8 @@ def record_version(
                         "run_id": run_id,
                     },
                 )
+            # The training data's profile, the reference live drift compares with (small tables only).
+            profile_on_register(lineage, store=store)
             return get_version(name, number, store=store)
         except sa.exc.IntegrityError:
             continue  # another process took this number (PostgreSQL); take the next one
