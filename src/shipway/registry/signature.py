@@ -6,6 +6,7 @@ otherwise raises one :class:`InvalidInput` that lists every problem by column na
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +26,16 @@ class ColumnSpec:
     kind: str  # integer | float | boolean | string | datetime
     nullable: bool
     categories: tuple[str, ...] | None = None
+    # Personal data: never written to the prediction log. Serialised only when set, so the
+    # signatures (and digests) of versions registered without it are unchanged.
+    pii: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "type": self.kind, "nullable": self.nullable}
         if self.categories is not None:
             data["categories"] = list(self.categories)
+        if self.pii:
+            data["pii"] = True
         return data
 
 
@@ -59,6 +65,7 @@ class Signature:
                     c["type"],
                     bool(c["nullable"]),
                     tuple(c["categories"]) if c.get("categories") is not None else None,
+                    bool(c.get("pii", False)),
                 )
                 for c in data["inputs"]
             ),
@@ -105,12 +112,18 @@ def describe_output(output: Any) -> dict[str, Any]:
     return {"kind": "tensor", "dtype": str(arr.dtype), "shape": [-1, *arr.shape[1:]]}
 
 
-def infer_signature(example: Any, output: Any | None = None) -> Signature:
-    """Infer the input schema from an example frame (and the output from its predictions)."""
+def infer_signature(
+    example: Any, output: Any | None = None, *, pii: Iterable[str] | None = None
+) -> Signature:
+    """Infer the input schema from an example frame (and the output from its predictions).
+
+    ``pii`` names the columns that hold personal data: they are never written to the prediction log.
+    """
     input_kind = "ndarray" if type(example).__module__ == "numpy" else "frame"
     frame = as_frame(example)
     if len(frame) == 0:
         raise InvalidInput("The input example is empty; give at least one row.")
+    personal = _pii_names(pii, [str(c) for c in frame.columns])
     columns = []
     for name in frame.columns:
         series = frame[name]
@@ -120,8 +133,25 @@ def infer_signature(example: Any, output: Any | None = None) -> Signature:
             distinct = series.dropna().astype(str).unique()
             if len(distinct) <= MAX_CATEGORIES and len(distinct) <= CATEGORY_RATIO * len(series):
                 categories = tuple(sorted(distinct))
-        columns.append(ColumnSpec(str(name), kind, bool(series.isna().any()), categories))
+        columns.append(
+            ColumnSpec(str(name), kind, bool(series.isna().any()), categories, str(name) in personal)
+        )
     return Signature(tuple(columns), describe_output(output) if output is not None else {}, input_kind)
+
+
+def _pii_names(pii: Iterable[str] | None, columns: list[str]) -> frozenset[str]:
+    """The PII column names, refusing any that the example does not have."""
+    if pii is None:
+        return frozenset()
+    if isinstance(pii, str):
+        pii = [pii]  # one name, not its letters
+    names = [str(n) for n in pii]
+    unknown = sorted(set(names) - set(columns))
+    if unknown:
+        raise InvalidInput(
+            f"pii names column(s) {unknown} that the input example does not have; its columns are {columns}."
+        )
+    return frozenset(names)
 
 
 def _cast(series: Any, spec: ColumnSpec) -> tuple[Any, str | None]:

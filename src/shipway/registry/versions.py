@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,17 @@ def _check_card(card: dict[str, Any] | None) -> dict[str, str]:
     return {k: str(v) for k, v in card.items()}
 
 
-def prepare_model(model: Any, input_example: Any) -> tuple[Any, dict[str, Any] | None]:
+def prepare_model(
+    model: Any, input_example: Any, pii: Iterable[str] | None = None
+) -> tuple[Any, dict[str, Any] | None]:
     """The flavor that saves ``model`` and the signature inferred from ``input_example``."""
     flavor = flavor_for(model)
     if input_example is None:
+        if pii:
+            raise InvalidInput(
+                "pii marks columns of the signature, and there is none without input_example: pass "
+                "input_example too."
+            )
         return flavor, None
     example = as_frame(input_example)
     try:
@@ -160,7 +168,7 @@ def prepare_model(model: Any, input_example: Any) -> tuple[Any, dict[str, Any] |
         output = model.predict(raw) if hasattr(model, "predict") else model(raw)
     except Exception as exc:  # the user's model failing on their own example
         raise InvalidInput(f"The model failed to predict on input_example: {exc}") from exc
-    return flavor, infer_signature(raw, output).to_dict()
+    return flavor, infer_signature(raw, output, pii=pii).to_dict()
 
 
 def run_id_of(run: Any) -> str:
@@ -187,9 +195,14 @@ def register_model(
     tags: dict[str, Any] | None = None,
     card: dict[str, Any] | None = None,
     signing_key: str | Path | None = None,
+    pii: Iterable[str] | None = None,
     store: Store | None = None,
 ) -> ModelVersion:
-    """Save ``model`` in its flavor's safe format, store its files, and register the next version."""
+    """Save ``model`` in its flavor's safe format, store its files, and register the next version.
+
+    ``pii`` names input columns holding personal data (of ``input_example``): the signature marks
+    them, and serving never writes them to the prediction log.
+    """
     check_name(name, "model")
     card_fields = _check_card(card)
     tag_values = {str(k): str(v) for k, v in (tags or {}).items()}
@@ -197,7 +210,7 @@ def register_model(
     client = remote_client(store)
     if client is None:
         store = store or get_store()
-    flavor, signature = prepare_model(model, input_example)
+    flavor, signature = prepare_model(model, input_example, pii)
     with tempfile.TemporaryDirectory(prefix="shipway-model-") as tmp:
         folder = Path(tmp) / "model"
         folder.mkdir()
