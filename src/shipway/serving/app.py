@@ -22,6 +22,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import numpy as np
 import orjson
 
 from shipway.core.errors import InvalidInput, ShipwayError
+from shipway.registry import Signature
 from shipway.serving.batching import BatchConfig
 from shipway.serving.host import ModelHost
 from shipway.serving.metrics import CONTENT_TYPE, ServingMetrics
@@ -55,6 +57,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 VERSION_HEADER = b"shipway-model-version"
 ARM_HEADER = b"shipway-arm"
+REQUEST_ID_HEADER = b"shipway-request-id"
+_CLIENT_REQUEST_ID = b"x-request-id"
+_MAX_REQUEST_ID = 256  # a longer X-Request-Id is replaced, not logged
 _JSON = (b"content-type", b"application/json")
 
 
@@ -78,6 +83,8 @@ class PredictionEvent:
     ``predictions``: 4xx are the client's mistakes, 5xx the version's. ``mirrored`` marks a
     shadow's copy, whose answer went to nobody; ``agreement`` is (rows that agreed with the answer
     returned, rows compared). ``rollout`` is the rollout step the routing belonged to, if any.
+    ``request_id`` is the V2 ``id``, else the client's X-Request-Id, else one made up (uuid4 hex),
+    as the answer's Shipway-Request-Id header carries it; ``signature`` is the answering version's.
     """
 
     endpoint: str
@@ -92,6 +99,7 @@ class PredictionEvent:
     rollout: RolloutRef | None = None
     mirrored: bool = False
     agreement: tuple[int, int] | None = None
+    signature: Signature | None = None
 
 
 class _ClientGone(Exception):
@@ -435,6 +443,7 @@ class ServingApp:
         except RequestError as err:
             # Unknown names share one label value, so clients cannot grow the metric set.
             self.metrics.error(name if name in self.router.table.endpoints else "", "", err.code)
+            err.headers.append(_id_header(_request_id(None, headers)))
             raise
         table: Table | None = None
         request_id = None
@@ -478,8 +487,12 @@ class ServingApp:
                 m.errors(err.code).inc()
                 m.requests.inc()
                 m.latency.observe(seconds)
+            request_id = _request_id(request_id, headers)
             await _respond(
-                send, err.status, err.body(), [_JSON, *self._answer_headers(host, arm), *err.headers]
+                send,
+                err.status,
+                err.body(),
+                [_JSON, *self._answer_headers(host, arm), _id_header(request_id), *err.headers],
             )
             if self.listeners:
                 self._emit(
@@ -494,10 +507,14 @@ class ServingApp:
                         error=err.code,
                         status=err.status,
                         rollout=endpoint.rollout,
+                        signature=host.signature,
                     )
                 )
             return
-        await _respond(send, 200, payload, [*content, *self._answer_headers(host, arm)])
+        request_id = _request_id(request_id, headers)
+        await _respond(
+            send, 200, payload, [*content, *self._answer_headers(host, arm), _id_header(request_id)]
+        )
         seconds = time.perf_counter() - started
         if host.metrics is not None:
             m = host.metrics.arm(arm)
@@ -514,6 +531,7 @@ class ServingApp:
                     predictions,
                     seconds,
                     rollout=endpoint.rollout,
+                    signature=host.signature,
                 )
             )
         if endpoint.shadows and version is None:
@@ -531,6 +549,26 @@ class ServingApp:
 @functools.lru_cache(maxsize=64)
 def _arm_header(arm: str) -> tuple[bytes, bytes]:
     return ARM_HEADER, arm.encode("latin-1")
+
+
+def _request_id(given: str | None, headers: dict[bytes, bytes]) -> str:
+    """The request's id: the V2 ``id``, else the client's X-Request-Id, else a new uuid4 (hex)."""
+    if given:
+        return given
+    raw = headers.get(_CLIENT_REQUEST_ID)
+    if raw and len(raw) <= _MAX_REQUEST_ID:
+        return raw.decode("latin-1")
+    return uuid.uuid4().hex
+
+
+def _id_header(request_id: str) -> tuple[bytes, bytes]:
+    """The Shipway-Request-Id header; an id a header cannot carry as is (a V2 ``id`` with line
+    breaks or non-ASCII text) is percent-encoded there, and logged as sent."""
+    if request_id.isascii() and request_id.isprintable() and "%" not in request_id:
+        return REQUEST_ID_HEADER, request_id.encode()
+    from urllib.parse import quote
+
+    return REQUEST_ID_HEADER, quote(request_id, safe="").encode()
 
 
 def _field_key(table: Table, field: str) -> str | None:

@@ -128,6 +128,7 @@ class Mirror:
                 status=err.status,
                 rollout=rollout,
                 mirrored=True,
+                signature=host.signature,
             )
         except Exception:  # a bug: the caller was answered long ago, so only log it
             log.exception("shadow prediction on %s version %s failed", endpoint, host.label)
@@ -155,6 +156,7 @@ class Mirror:
                 rollout=rollout,
                 mirrored=True,
                 agreement=(agreed, compared),
+                signature=host.signature,
             )
         self._emit(event)
 
