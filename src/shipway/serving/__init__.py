@@ -6,6 +6,8 @@ Runs on the core install; the ``serve`` extra (``pip install "shipway[serve]"``)
 httptools, which make uvicorn faster.
 """
 
+from typing import Any
+
 from shipway.core.errors import MissingDependency
 
 try:
@@ -32,6 +34,7 @@ __all__ = [
     "Endpoint",
     "ModelHost",
     "PredictionEvent",
+    "PredictionLog",
     "RequestError",
     "RolloutRef",
     "Router",
@@ -43,9 +46,22 @@ __all__ = [
     "TargetSync",
     "WindowRecorder",
     "agreement",
+    "iter_prediction_batches",
     "parse_target",
+    "read_predictions",
     "resolve_targets",
     "serve",
     "serve_deployments",
     "stable_fraction",
 ]
+
+# The prediction log needs pyarrow's parquet writer: imported on first use, not with the server.
+_PREDLOG = frozenset({"PredictionLog", "iter_prediction_batches", "read_predictions"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PREDLOG:
+        from shipway.serving import predlog
+
+        return getattr(predlog, name)
+    raise AttributeError(f"module 'shipway.serving' has no attribute {name!r}")
