@@ -14,7 +14,7 @@ from shipway.cli import platform, scoring
 from shipway.cli.admin import db_app, doctor, server
 from shipway.cli.output import err_console
 from shipway.cli.registry import models_app
-from shipway.cli.rollout import deploy, rollout_app
+from shipway.cli.rollout import deploy, kpis, rollout_app
 from shipway.cli.serving import serve
 from shipway.cli.tracking import experiments_app, runs_app
 from shipway.core.errors import ShipwayError
@@ -67,6 +67,7 @@ app.command("init")(gov.init)
 app.command("serve")(serve)
 app.command("deploy")(deploy)
 app.add_typer(rollout_app, name="rollout")
+app.command("kpis")(kpis)
 app.command("score")(scoring.score)
 
 

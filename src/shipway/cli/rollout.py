@@ -202,3 +202,37 @@ def history(name: Name, env: Env = "prod", as_json: JsonFlag = False) -> None:
             "; ".join(r["reasons"] or [])[:120],
         )
     console.print(table)
+
+
+def kpis(
+    env: Env = "prod",
+    model: Annotated[str | None, typer.Option("--model", help="One model (default: all).")] = None,
+    since: Annotated[str, typer.Option("--since", help="The window, ending now: 7d, 30d, 12h, 2w.")] = "30d",
+    as_json: JsonFlag = False,
+) -> None:
+    """Delivery KPIs of an environment: deployments, lead time, change failure rate, time to restore.
+
+    Read from the rollout record (docs/serving.md#delivery-kpis has the definitions): lead time runs
+    from the start of the training run to the version taking all traffic; a change fails when its
+    rollout is rolled back or aborted; time to restore is how long the failed version had traffic.
+    """
+    from shipway.rollout.kpis import delivery_kpis
+
+    k = delivery_kpis(env, model=model, since=since)
+    if as_json:
+        print_json(k.to_dict())
+        return
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else duration(round(value * 1000))
+
+    scope = f"{model} in {env}" if model else env
+    table = Table("KPI", "value", title=f"Delivery KPIs of {scope}, last {since}")
+    table.add_row("deployments", f"{k.deployments} ({k.deployments_per_day:.2f} a day)")
+    table.add_row("lead time, median", seconds(k.lead_time_median_s))
+    table.add_row("lead time, p90", seconds(k.lead_time_p90_s))
+    rate = "-" if k.change_failure_rate is None else f"{k.change_failure_rate:.0%}"
+    table.add_row("change failure rate", f"{rate} ({k.failed_changes} of {k.changes} changes)")
+    table.add_row("time to restore, median", seconds(k.time_to_restore_median_s))
+    table.add_row("rollouts in progress", str(k.in_progress))
+    console.print(table)

@@ -22,12 +22,14 @@ from shipway.rollout.deployments import (
     routing,
     tick,
 )
+from shipway.rollout.kpis import DeliveryKPIs, delivery_kpis
 
 __all__ = [
     "Arm",
     "ArmWindow",
     "Check",
     "Controller",
+    "DeliveryKPIs",
     "Deployment",
     "Event",
     "RolloutConfig",
@@ -36,6 +38,7 @@ __all__ = [
     "abort_rollout",
     "agreement",
     "analyse",
+    "delivery_kpis",
     "deploy",
     "deployment_generations",
     "get_deployment",
