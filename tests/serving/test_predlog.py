@@ -29,6 +29,7 @@ from shipway.serving import (
     PredictionEvent,
     PredictionLog,
     ServingApp,
+    Target,
     iter_prediction_batches,
     read_predictions,
 )
@@ -447,3 +448,41 @@ def _answers(client: httpx.Client, port: int) -> bool:
         return client.get(f"http://127.0.0.1:{port}/v2/models/churn/ready").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# -- shipway serve -----------------------------------------------------------------------------
+
+
+def test_shipway_serve_logs_by_default_and_writes_the_rest_when_stopped(churn) -> None:  # type: ignore[no-untyped-def]
+    shipway_cli = [sys.executable, "-m", "shipway", "serve", "churn@prod"]
+    refused = subprocess.run([*shipway_cli, "--log-sample", "2"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--log-sample" in refused.stderr and "Traceback" not in refused.stderr
+    port = free_port()
+    proc = subprocess.Popen([*shipway_cli, "--port", str(port)], stdout=subprocess.DEVNULL)
+    try:
+        with httpx.Client(timeout=10) as client:
+            _wait(lambda: _answers(client, port), 60)
+            url = f"http://127.0.0.1:{port}/v1/models/churn/predict"
+            record = {"tenure": 3, "charges": 80.5, "plan": "basic"}
+            ids = [
+                client.post(url, json={"records": [record]}).headers["shipway-request-id"] for _ in range(3)
+            ]
+        proc.send_signal(signal.SIGTERM)  # well before the 10 s flush: stopping writes them
+        assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once shut down
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert sorted(read_predictions("churn")["request_id"].to_pylist()) == sorted(ids)
+
+
+def test_no_prediction_log_adds_no_listener(churn) -> None:  # type: ignore[no-untyped-def]
+    from shipway.serving.serve import ServePlan, build_app
+
+    targets = (Target("churn", "models:/churn@prod"),)
+    for sample, expected in ((None, 0), (0.5, 1)):
+        app = build_app(ServePlan(targets=targets, log_sample=sample), store=get_store())
+        try:
+            assert sum(isinstance(x, PredictionLog) for x in app.listeners) == expected
+        finally:
+            app.close()

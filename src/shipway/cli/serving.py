@@ -112,6 +112,20 @@ def serve(
             "process runs it.",
         ),
     ] = 5.0,
+    log_sample: Annotated[
+        float,
+        typer.Option(
+            "--log-sample",
+            help="Share of requests written to the prediction log (by request id; 1 logs all).",
+        ),
+    ] = 1.0,
+    no_prediction_log: Annotated[
+        bool,
+        typer.Option(
+            "--no-prediction-log",
+            help="Write no prediction log (it goes to the artifact store under predictions/).",
+        ),
+    ] = False,
 ) -> None:
     """Serve model versions over Open Inference Protocol v2 and plain JSON, with /metrics.
 
@@ -139,9 +153,14 @@ def serve(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         batch=BatchConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue),
     )
+    sample = None if no_prediction_log else log_sample
+    if sample is not None and not 0 < sample <= 1:
+        raise InvalidInput(
+            f"--log-sample must be over 0 and at most 1, not {sample}; --no-prediction-log turns it off."
+        )
     if not models:
         _serve_deployments(
-            env or "prod", host, port, config, trust, sync_interval, controller_interval, workers
+            env or "prod", host, port, config, trust, sync_interval, controller_interval, workers, sample
         )
         return
     targets = [parse_target(m) for m in models]
@@ -181,6 +200,7 @@ def serve(
         trust=trust,
         workers=workers,
         sync_interval=sync_interval,
+        log_sample=sample,
         on_start=started,
         on_ready=ready,
         on_error=failed,
@@ -211,6 +231,7 @@ def _serve_deployments(
     sync_interval: float,
     controller_interval: float,
     workers: int,
+    log_sample: float | None,
 ) -> None:
     from shipway.rollout import deployment_generations
     from shipway.serving import serve_deployments
@@ -266,6 +287,7 @@ def _serve_deployments(
         sync_interval=sync_interval,
         controller_interval=controller_interval,
         workers=workers,
+        log_sample=log_sample,
         on_start=started,
         on_change=changed,
         on_error=failed,

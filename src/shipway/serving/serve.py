@@ -74,12 +74,18 @@ class ServePlan:
     config: ServingConfig = field(default_factory=ServingConfig)
     trust: bool = False
     sync_interval: float = 1.0
+    log_sample: float | None = 1.0  # share of requests in the prediction log; None: no log
 
     def __post_init__(self) -> None:
         if (self.environment is None) == (not self.targets):
             raise InvalidInput("A serving plan names an environment or models to serve, not both or neither.")
         if not self.sync_interval > 0:
             raise InvalidInput(f"--sync-interval must be positive, not {self.sync_interval}.")
+        if self.log_sample is not None and not 0 < self.log_sample <= 1:
+            raise InvalidInput(
+                f"--log-sample must be over 0 and at most 1, not {self.log_sample}; "
+                "--no-prediction-log turns the log off."
+            )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -156,6 +162,13 @@ def build_app(
             app.router.mark_unready(target.endpoint, f"{target.uri} is loading.")
         app.on_close.append(follower.stop)
         starters.append(follower.start)
+    if plan.log_sample is not None:
+        from shipway.serving.predlog import PredictionLog
+
+        predictions = PredictionLog(store, sample=plan.log_sample, worker=worker)
+        app.listeners.append(predictions)
+        app.on_close.append(predictions.stop)  # after the others: it writes every request answered
+        starters.append(predictions.start)
     if cb.on_start is not None:
         cb.on_start()
     for start in starters:
@@ -185,6 +198,7 @@ def serve(
     store: Store | None = None,
     workers: int = 1,
     sync_interval: float = 1.0,
+    log_sample: float | None = 1.0,
     on_start: Callable[[], None] | None = None,
     on_ready: Callable[[ModelHost], None] | None = None,
     on_error: Callable[[str, str, Exception], None] | None = None,
@@ -194,7 +208,11 @@ def serve(
     store = store or get_store()
     resolve_targets(targets, store=store)  # an unknown model or alias fails here, at once
     plan = ServePlan(
-        targets=tuple(targets), config=config or ServingConfig(), trust=trust, sync_interval=sync_interval
+        targets=tuple(targets),
+        config=config or ServingConfig(),
+        trust=trust,
+        sync_interval=sync_interval,
+        log_sample=log_sample,
     )
     callbacks = Callbacks(on_start=on_start, on_ready=on_ready, on_error=on_error)
     if workers > 1:
@@ -217,6 +235,7 @@ def serve_deployments(
     sync_interval: float = 1.0,
     controller_interval: float = 5.0,
     worker: str | None = None,
+    log_sample: float | None = 1.0,
     on_start: Callable[[], None] | None = None,
     on_change: Callable[[Deployment, Endpoint], None] | None = None,
     on_error: Callable[[str, str, Exception], None] | None = None,
@@ -231,7 +250,11 @@ def serve_deployments(
     """
     store = store or get_store()
     plan = ServePlan(
-        environment=environment, config=config or ServingConfig(), trust=trust, sync_interval=sync_interval
+        environment=environment,
+        config=config or ServingConfig(),
+        trust=trust,
+        sync_interval=sync_interval,
+        log_sample=log_sample,
     )
     callbacks = Callbacks(on_start=on_start, on_change=on_change, on_error=on_error, on_event=on_event)
     if workers > 1:
