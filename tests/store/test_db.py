@@ -45,10 +45,22 @@ def test_a_fresh_store_is_migrated_to_head(store: Store) -> None:
 
 def test_a_store_at_another_revision_is_refused_until_upgraded(store: Store) -> None:
     with store.write() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
     reset_default_store()
     with pytest.raises(Conflict, match="shipway db upgrade"):
         Store(Settings.resolve())
+
+
+def test_a_store_a_newer_shipway_upgraded_is_refused_saying_to_upgrade_shipway(store: Store) -> None:
+    from shipway.store import upgrade
+
+    with store.write() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    reset_default_store()
+    for attempt in (lambda: Store(Settings.resolve()), lambda: upgrade(store.engine)):
+        with pytest.raises(Conflict, match="revision 9999, which this version of Shipway") as info:
+            attempt()
+        assert "pip install -U shipway" in info.value.message
 
 
 @pytest.mark.parametrize(

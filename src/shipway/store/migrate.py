@@ -29,6 +29,7 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     from alembic import command
     from alembic.config import Config
 
+    _refuse_newer(current_revision(engine))
     with _migration_lock(engine), engine.begin() as conn:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
@@ -49,12 +50,34 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> set[str]:
+    """Every revision among this Shipway's migration scripts (a store at any other is newer)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+
+
+def _refuse_newer(revision: str | None) -> None:
+    # Alembic cannot step back from a revision it has no script for; say what to do instead.
+    if revision is not None and revision not in known_revisions():
+        raise Conflict(
+            f"The metadata store is at schema revision {revision}, which this version of Shipway "
+            f"(schema {SCHEMA_REVISION}) does not know: a newer Shipway upgraded it. Install that "
+            "Shipway or a newer one (pip install -U shipway); there is no downgrade, other than "
+            "restoring a backup taken before the upgrade."
+        )
+
+
 def ensure_schema(engine: Engine) -> None:
     """Create the tables of a new store; refuse an existing one at another revision."""
     revision = current_revision(engine)
     if revision is None:
         revision = upgrade(engine)
     if revision != SCHEMA_REVISION:
+        _refuse_newer(revision)
         raise Conflict(
             f"The metadata store is at schema revision {revision}, but this version of Shipway "
             f"needs {SCHEMA_REVISION}. Back it up, then run `shipway db upgrade`."
