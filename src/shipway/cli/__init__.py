@@ -12,6 +12,7 @@ from rich.text import Text
 from shipway.cli import governance as gov
 from shipway.cli import platform, scoring
 from shipway.cli.admin import db_app, doctor, server
+from shipway.cli.backup import backup, restore
 from shipway.cli.output import err_console
 from shipway.cli.registry import models_app
 from shipway.cli.rollout import deploy, kpis, rollout_app
@@ -69,6 +70,8 @@ app.command("deploy")(deploy)
 app.add_typer(rollout_app, name="rollout")
 app.command("kpis")(kpis)
 app.command("score")(scoring.score)
+app.command("backup")(backup)
+app.command("restore")(restore)
 
 
 def main() -> None:
