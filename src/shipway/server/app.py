@@ -136,6 +136,7 @@ def create_app(
             identity.require(role, request.path_params.get("name") if per_model else None, actor=actor)
             return actor
 
+        check.required_role = (role, per_model)  # type: ignore[attr-defined]  # for the REST reference
         if insecure_local:
             check.__name__ = f"need_{role}"
             return check  # no token: the document declares no security scheme, which is the truth
