@@ -13,6 +13,7 @@ from shipway.cli import governance as gov
 from shipway.cli import platform, scoring
 from shipway.cli.admin import db_app, doctor, server
 from shipway.cli.backup import backup, restore
+from shipway.cli.init import init
 from shipway.cli.output import err_console
 from shipway.cli.registry import models_app
 from shipway.cli.rollout import deploy, kpis, rollout_app
@@ -64,7 +65,7 @@ app.add_typer(gov.audit_app, name="audit")
 app.add_typer(gov.token_app, name="token")
 app.add_typer(gov.users_app, name="users")
 app.command("whoami")(gov.whoami)
-app.command("init")(gov.init)
+app.command("init")(init)
 app.command("serve")(serve)
 app.command("deploy")(deploy)
 app.add_typer(rollout_app, name="rollout")

@@ -1,4 +1,4 @@
-"""`shipway promote / approve / reject`, `requests`, `policy`, `audit`, `token`, `users`, `whoami`, `init`."""
+"""`shipway promote / approve / reject`, `requests`, `policy`, `audit`, `token`, `users`, `whoami`."""
 
 from __future__ import annotations
 
@@ -390,16 +390,3 @@ def whoami(as_json: JsonFlag = False) -> None:
         return
     scope = f", token limited to {me['ceiling']}" if me["ceiling"] else ""
     console.print(f"{me['name']} ({me['kind']}), role {me['role']}{scope}")
-
-
-def init(
-    force: Annotated[bool, typer.Option(help="Overwrite an existing shipway.yaml.")] = False,
-) -> None:
-    """Write a commented starter policy, shipway.yaml, in the current directory."""
-    from shipway.governance.policy import STARTER
-
-    path = Path("shipway.yaml")
-    if path.exists() and not force:
-        raise InvalidInput("shipway.yaml already exists; pass --force to overwrite it.")
-    path.write_text(STARTER)
-    console.print("Wrote shipway.yaml. Edit it, then: shipway policy apply shipway.yaml")
