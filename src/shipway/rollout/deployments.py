@@ -26,6 +26,7 @@ audit entry, in the same transaction; rollback reasons go to the audit log and t
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import urllib.request
 from collections.abc import Sequence
@@ -47,6 +48,8 @@ SUCCEEDED, ROLLED_BACK, ABORTED = "succeeded", "rolled_back", "aborted"
 STABLE, CANDIDATE = "stable", "candidate"
 # rollout_windows rows under this arm name hold a shadow's agreement with the answers returned.
 AGREEMENT = "agreement"
+
+log = logging.getLogger("shipway.rollout")
 
 _D, _R, _W, _M = schema.deployments, schema.rollouts, schema.rollout_windows, schema.models
 
@@ -606,6 +609,7 @@ def _step(store: Store, d: Deployment, now: int) -> Event | None:
         # The candidate answers everything now (canary at 100 %, blue-green after the switch):
         # compare it with what stable served in the step before.
         stable = windows(store, d.rollout_id, d.step - 1)[STABLE]
+    stable, candidate = _with_labels(store, d, stable, candidate)
     checks = analyse(stable, candidate, thresholds)
     verdict = judge(checks, failures=d.failures, failure_limit=c.failure_limit)
     elapsed = now - (d.step_started_at or now)
@@ -679,6 +683,24 @@ def _step(store: Store, d: Deployment, now: int) -> Event | None:
     if result.action == ROLLBACK:
         _notify(d, ROLLED_BACK, verdict.reasons)
     return result
+
+
+def _with_labels(
+    store: Store, d: Deployment, stable: ArmWindow, candidate: ArmWindow
+) -> tuple[ArmWindow, ArmWindow]:
+    """The arms' windows with the live quality the labels show so far (see rollout/labels.py)."""
+    from shipway.rollout.labels import labelled_by_arm
+
+    assert d.rollout_id is not None
+    try:
+        quality = labelled_by_arm(store, d.model, d.rollout_id)
+    except Exception:  # reading logs or labels failed: judge on the rest, and say so in the log
+        log.exception("could not read the labels of the rollout of %s; judging without them", d.model)
+        return stable, candidate
+    if not quality:
+        return stable, candidate
+    (s_n, s_wrong), (c_n, c_wrong) = quality["stable"], quality["candidate"]
+    return replace(stable, labelled=s_n, wrong=s_wrong), replace(candidate, labelled=c_n, wrong=c_wrong)
 
 
 def _notify(d: Deployment, outcome: str, reasons: Sequence[str]) -> None:

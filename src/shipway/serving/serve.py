@@ -75,6 +75,7 @@ class ServePlan:
     trust: bool = False
     sync_interval: float = 1.0
     log_sample: float | None = 1.0  # share of requests in the prediction log; None: no log
+    log_flush_seconds: float = 10.0  # the most a logged request waits to reach a file
 
     def __post_init__(self) -> None:
         if (self.environment is None) == (not self.targets):
@@ -165,7 +166,9 @@ def build_app(
     if plan.log_sample is not None:
         from shipway.serving.predlog import PredictionLog
 
-        predictions = PredictionLog(store, sample=plan.log_sample, worker=worker)
+        predictions = PredictionLog(
+            store, sample=plan.log_sample, flush_seconds=plan.log_flush_seconds, worker=worker
+        )
         app.listeners.append(predictions)
         app.on_close.append(predictions.stop)  # after the others: it writes every request answered
         starters.append(predictions.start)
