@@ -124,6 +124,19 @@ def test_doctor_fails_on_an_unreachable_store(tmp_path: Path) -> None:
     assert "FAIL" in out.stdout and "hunter2" not in out.stdout
 
 
+@pytest.mark.parametrize(("revision", "advice"), [("0001", "run `shipway db upgrade`"), ("9999", "newer")])
+def test_doctor_says_what_to_do_about_a_store_at_another_revision(
+    store: Store, revision: str, advice: str
+) -> None:
+    import sqlalchemy as sa
+
+    with store.write() as conn:
+        conn.execute(sa.text(f"UPDATE alembic_version SET version_num = '{revision}'"))
+    report = json.loads(sh("doctor", "--json").stdout)
+    schema_check = next(c for c in report["checks"] if c["check"] == "schema")
+    assert not schema_check["ok"] and advice in schema_check["detail"]
+
+
 def test_db_upgrade_creates_then_reports_current(shipway_home: Path) -> None:
     out = sh("db", "upgrade")
     assert out.returncode == 0 and f"from empty to {SCHEMA_REVISION}" in out.stdout

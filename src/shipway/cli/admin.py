@@ -61,13 +61,15 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             elif revision is None:
                 checks.append(("schema", True, "empty: tables are created on first use"))
             else:
+                from shipway.store.migrate import known_revisions
+
+                todo = (
+                    "run `shipway db upgrade`"
+                    if revision in known_revisions()
+                    else "a newer Shipway upgraded it; install that release or newer"
+                )
                 checks.append(
-                    (
-                        "schema",
-                        False,
-                        f"revision {revision}, this Shipway needs "
-                        f"{SCHEMA_REVISION}: run `shipway db upgrade`",
-                    )
+                    ("schema", False, f"revision {revision}, this Shipway needs {SCHEMA_REVISION}: {todo}")
                 )
         except ShipwayError as exc:
             checks.append(("metadata store", False, exc.message))
