@@ -207,6 +207,7 @@ def backup(dest: Path | str, *, settings: Settings | None = None) -> Backup:
     work = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
+    taken_at = now_ms()  # the snapshot's time, not the end of the copy
     try:
         if dialect == "sqlite":
             facts = _sqlite_snapshot(_sqlite_path(settings.store_uri), work / SQLITE_FILE)
@@ -220,7 +221,7 @@ def backup(dest: Path | str, *, settings: Settings | None = None) -> Backup:
 
         manifest = Manifest(
             shipway_version=shipway.__version__,
-            created_at=now_ms(),
+            created_at=taken_at,
             dialect=dialect,
             schema_revision=facts.revision,
             source={"store": redact(settings.store_uri), "artifacts": blobs.uri},
