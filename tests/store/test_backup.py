@@ -309,3 +309,16 @@ def test_a_postgresql_backup_without_pg_dump_says_what_to_run(
         " ".join(out.stderr.split())
     )
     assert not (tmp_path / "bk").exists()
+
+
+def test_a_blob_missing_from_the_store_is_listed_and_the_cli_exits_8(tmp_path: Path) -> None:
+    model, X = _model()
+    version = shipway.register_model(model, name="churn", input_example=X.head(5))
+    digest = next(iter(version.manifest.values()))["digest"]
+    store = Store(Settings.resolve(), connect=False)
+    store.blobs.delete(digest)
+    out = _sh("backup", str(tmp_path / "bk"))
+    assert out.returncode == 8, out.stderr
+    assert "1 referenced blob(s) missing" in out.stderr and "Traceback" not in out.stderr
+    manifest = verify_backup(tmp_path / "bk").manifest  # the rest is a whole backup
+    assert manifest.artifacts["missing"] == [f"sha256/{digest[:2]}/{digest[2:]}"]

@@ -14,6 +14,7 @@ from shipway.cli import platform, scoring
 from shipway.cli.admin import db_app, doctor, server
 from shipway.cli.backup import backup, restore
 from shipway.cli.init import init
+from shipway.cli.monitor import feedback, monitor_app
 from shipway.cli.output import err_console
 from shipway.cli.registry import models_app
 from shipway.cli.rollout import deploy, kpis, rollout_app
@@ -71,6 +72,8 @@ app.command("deploy")(deploy)
 app.add_typer(rollout_app, name="rollout")
 app.command("kpis")(kpis)
 app.command("score")(scoring.score)
+app.add_typer(monitor_app, name="monitor")
+app.command("feedback")(feedback)
 app.command("backup")(backup)
 app.command("restore")(restore)
 

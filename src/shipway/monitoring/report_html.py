@@ -69,8 +69,8 @@ def render(report: DriftReport, *, title: str = "Data drift") -> str:
     return "\n".join(parts)
 
 
-def _anchor(feature: str) -> str:
-    return "f-" + "".join(ch if ch.isalnum() else "-" for ch in feature)
+def _anchor(feature: str, prefix: str = "f-") -> str:
+    return prefix + "".join(ch if ch.isalnum() else "-" for ch in feature)
 
 
 def _criterion(r: ColumnDrift) -> str:
@@ -79,7 +79,7 @@ def _criterion(r: ColumnDrift) -> str:
     return f"{'≥' if r.drifted else '<'} {_fmt(r.threshold)}"
 
 
-def _summary_table(results: list[ColumnDrift]) -> str:
+def _summary_table(results: list[ColumnDrift], prefix: str = "f-") -> str:
     head = (
         "<table><thead><tr><th>feature</th><th>kind</th><th>method</th><th class='num'>statistic</th>"
         "<th class='num'>threshold</th><th class='num'>p-value</th><th>verdict</th></tr></thead><tbody>"
@@ -89,7 +89,7 @@ def _summary_table(results: list[ColumnDrift]) -> str:
         state = "drifted" if r.drifted else "stable"
         approx = f" ± {_fmt(r.error_bound)}" if r.error_bound else ""
         rows.append(
-            f'<tr class="{state}"><td><a href="#{_anchor(r.feature)}">{escape(r.feature)}</a></td>'
+            f'<tr class="{state}"><td><a href="#{_anchor(r.feature, prefix)}">{escape(r.feature)}</a></td>'
             f"<td>{r.kind}</td><td>{r.method}</td><td class='num'>{_fmt(r.statistic)}{approx}</td>"
             f"<td class='num'>{_fmt(r.threshold)}</td><td class='num'>{_fmt(r.p_value)}</td>"
             f'<td><span class="badge {state}">{state}</span></td></tr>'
@@ -97,7 +97,7 @@ def _summary_table(results: list[ColumnDrift]) -> str:
     return head + "".join(rows) + "</tbody></table>"
 
 
-def _section(r: ColumnDrift, ref: Column, cur: Column) -> str:
+def _section(r: ColumnDrift, ref: Column, cur: Column, prefix: str = "f-") -> str:
     state = "drifted" if r.drifted else "stable"
     color = CURRENT_DRIFTED if r.drifted else CURRENT_OK
     if isinstance(ref, NumericColumn) and isinstance(cur, NumericColumn):
@@ -108,7 +108,7 @@ def _section(r: ColumnDrift, ref: Column, cur: Column) -> str:
         chart = ""
     note = f" {escape(r.note)}." if r.note else ""
     return (
-        f'<section class="feature" id="{_anchor(r.feature)}"><h2>{escape(r.feature)} '
+        f'<section class="feature" id="{_anchor(r.feature, prefix)}"><h2>{escape(r.feature)} '
         f'<span class="badge {state}">{state}</span></h2>'
         f'<p class="meta">{r.method} = {_fmt(r.statistic)} ({_criterion(r)}); values compared: '
         f"{r.n_reference:,} reference, {r.n_current:,} current; missing: {ref.missing_rate:.1%} reference, "

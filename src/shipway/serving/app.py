@@ -9,6 +9,7 @@ lookup, body read, parse, batched predict, encode, with nothing per request that
     GET  /v2/models/{name}[/versions/{v}]/ready   200 when it answers, 503 while loading
     POST /v2/models/{name}[/versions/{v}]/infer   Open Inference Protocol v2
     POST /v1/models/{name}[/versions/{v}]/predict {"records": [...]} or {"columns", "data"}
+    POST /v2/models/{name}/feedback               {"labels": [{"request_id", "row", "label"}, ...]}
     GET  /metrics                                 Prometheus text format
 
 Inference endpoints are unauthenticated, like KServe's and Triton's: put them behind your
@@ -17,6 +18,7 @@ network policy or gateway. The control-plane API (``shipway up``) is a different
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -359,6 +361,14 @@ class ServingApp:
         elif action == "infer":
             self._allow(method, "POST")
             await self._predict(scope, receive, send, name, version, v2=True)
+        elif action == "feedback" and protocol == "v2" and version is None:
+            # True labels for logged predictions (shipway.monitoring.record_feedback), off the loop.
+            from shipway.monitoring.feedback import http_feedback
+
+            self._allow(method, "POST")
+            body = await self._read_body(receive, dict(scope["headers"]))
+            status, answer = await asyncio.to_thread(http_feedback, name, body, self.store)
+            await _respond(send, status, answer, [_JSON])
         elif action is None or action == "ready":
             self._allow(method, "GET")
             endpoint = self._endpoint(name)
