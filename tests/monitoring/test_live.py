@@ -7,13 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
 import pytest
 
 import shipway
 from shipway.data import get_dataset
-from shipway.monitoring import LiveDriftReport, arm_drift, drift, live_drift
-from shipway.serving import Arm, PredictionEvent, PredictionLog, read_predictions
+from shipway.monitoring import LiveDriftReport, drift, live_drift
+from shipway.serving import PredictionEvent, PredictionLog, read_predictions
 from shipway.store import get_store
 
 
@@ -172,42 +171,6 @@ def test_every_versions_predictions_under_the_model_name(customers, churn, fitte
     both = live_drift("churn", window="1h")
     assert both.versions == ["1", "2"] and both.rows == 600
     assert live_drift("churn", version=2, window="1h").rows == 300
-
-
-def test_arm_drift_compares_the_candidate_arm_with_the_stable_arm(
-    customers, churn, fitted, training, serve
-) -> None:  # type: ignore[no-untyped-def]
-    frame, y = training
-    with shipway.start_run(experiment="churn") as run:
-        run.log_dataset(frame.assign(churned=y), name="churn-train", role="train", target="churned")
-    shipway.register_model(fitted, "churn", run=run, input_example=frame.head(50))
-    served = serve()
-    app = served.app
-    stable, candidate = app.load("churn", "models:/churn/1"), app.load("churn", "models:/churn/2")
-    app.route("churn", Arm(stable, 100, "stable"), Arm(candidate, 0, "candidate"))
-    served.predict(customers(1_500, 8))
-    app.route("churn", Arm(stable, 0, "stable"), Arm(candidate, 100, "candidate"))
-    served.predict(customers(1_500, 9, shift=0.6))
-    served.flush()
-
-    report = arm_drift("churn", "1h")
-    assert report.drifted_columns == ["charges"]
-    assert report.reference_source == "stable arm (version 1)"
-    assert report.current_source == "candidate arm (version 2)"
-    assert report.reference.rows == 1_500 and report.current.rows == 1_500
-    assert report.prediction is not None and [c.feature for c in report.prediction.columns] == ["prediction"]
-    with pytest.raises(shipway.InvalidInput, match="name the model"):
-        arm_drift("churn@prod")
-    logged = read_predictions("churn", since=datetime.now(UTC) - timedelta(hours=1))
-    assert set(pc.unique(logged["arm"]).to_pylist()) == {"stable", "candidate"}
-
-
-def test_arm_drift_needs_both_arms(customers, churn, serve) -> None:  # type: ignore[no-untyped-def]
-    served = serve(("churn", "models:/churn@prod"))
-    served.predict(customers(100, 1))
-    served.flush()
-    with pytest.raises(shipway.NotFound, match="No candidate predictions"):
-        arm_drift("churn", "1h")
 
 
 def test_the_report_serialises_to_json_ready_data(customers, churn, serve) -> None:  # type: ignore[no-untyped-def]

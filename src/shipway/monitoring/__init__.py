@@ -2,6 +2,7 @@
 and of a deployment from its prediction log: drift, data quality, live quality from labels."""
 
 from shipway.data.reference import CategoricalColumn, NumericColumn, Profile
+from shipway.monitoring.arms import arm_drift
 from shipway.monitoring.dataquality import QualityCheck
 from shipway.monitoring.drift import (
     METHODS,
@@ -12,7 +13,7 @@ from shipway.monitoring.drift import (
     drift,
 )
 from shipway.monitoring.feedback import FeedbackReceipt, record_feedback
-from shipway.monitoring.live import LiveDriftReport, arm_drift, live_drift
+from shipway.monitoring.live import LiveDriftReport, live_drift
 from shipway.monitoring.quality import QualityReport, QualityRow, live_quality
 
 __all__ = [
