@@ -19,25 +19,10 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from shipway.core.latency import LATENCY_BUCKETS
+
 __all__ = ["CONTENT_TYPE", "ArmMetrics", "BoundMetrics", "ServingMetrics"]
 
-# Seconds: sub-millisecond resolution at the bottom, where a lean server answers.
-LATENCY_BUCKETS = (
-    0.0005,
-    0.001,
-    0.002,
-    0.004,
-    0.008,
-    0.016,
-    0.032,
-    0.064,
-    0.128,
-    0.256,
-    0.512,
-    1.0,
-    2.5,
-    5.0,
-)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 

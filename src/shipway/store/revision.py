@@ -4,4 +4,4 @@ It has a module of its own so that the standard-library read path (``Store.sqlit
 check it without importing SQLAlchemy, which :mod:`shipway.store.schema` needs.
 """
 
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"

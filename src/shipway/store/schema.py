@@ -391,3 +391,98 @@ rollout_windows = sa.Table(
     sa.Column("window", JSONType, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
+
+# -- monitoring: traffic counters, SLOs, alert rules and alerts (0005) ---------------------------
+
+# What each serving worker answered for each (model, version) in one minute, cumulative for the
+# minute (saving twice never counts twice; readers add the workers up). ``latency`` holds, for each
+# bound of shipway.core.latency.LATENCY_BUCKETS, how many requests took at most that long.
+traffic = sa.Table(
+    "traffic",
+    metadata,
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("minute", sa.BigInteger, primary_key=True),
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("worker", sa.String(128), primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("latency", JSONType, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index(None, "minute"),
+)
+
+# One service level objective per model: availability (share of requests without a server error)
+# and latency (share of requests at most ``latency_ms``, a bound of the latency histogram).
+slos = sa.Table(
+    "slos",
+    metadata,
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("availability", sa.Float, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("latency_share", sa.Float, nullable=True),
+    sa.Column("webhooks", JSONType, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_by", sa.String(256), nullable=False),
+)
+
+alert_rules = sa.Table(
+    "alert_rules",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("op", sa.String(8), nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("window_ms", sa.BigInteger, nullable=False),
+    sa.Column("for_ms", sa.BigInteger, nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("webhooks", JSONType, nullable=False),
+    sa.Column("actions", JSONType, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Index(None, "model"),
+)
+
+# One row per episode of a rule's condition on a model: pending, firing, then resolved (or dropped
+# when it clears before firing). ``open_key`` is "rule/model" while the alert is pending or firing
+# and NULL after, so the database itself keeps one open alert per (rule, model); ``revision``
+# grows with each change, and every change is conditional on the revision read (two monitors on
+# one store never both move, and so never both notify).
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("rule", sa.String(128), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("open_key", sa.String(400), nullable=True, unique=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("fired_at", sa.BigInteger, nullable=True),
+    sa.Column("resolved_at", sa.BigInteger, nullable=True),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("acked_at", sa.BigInteger, nullable=True),
+    sa.Column("acked_by", sa.String(256), nullable=True),
+    sa.Column("notified", sa.String(16), nullable=True),
+    sa.Column("notified_at", sa.BigInteger, nullable=True),
+    sa.Index(None, "model", "started_at"),
+    sa.Index(None, "state"),
+)
+
+# Notifications held back for a model (every rule, or one) until ``until``.
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("rule", sa.String(128), nullable=True),
+    sa.Column("until", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Index(None, "model", "until"),
+)

@@ -1,0 +1,129 @@
+"""Per-minute traffic counters: what each version answered, saved for alerts and SLOs.
+
+A :class:`TrafficRecorder` is an app listener. Each request a version handled is counted in its
+(model, version, minute): one request, an error when it failed with a 5xx (the model raised or
+its queue was full; a 4xx is the client's mistake and counts as an answered request, as on
+``/metrics``), and its latency in the buckets of the ``/metrics`` histogram. Shadow copies are
+not counted: nobody waited for their answer. Every ``interval`` seconds, and at shutdown, the
+minutes that changed are saved in one transaction under this worker's name; each saved row is
+cumulative for its minute, so saving twice never counts twice, and workers never write the same
+row. A minute is dropped from memory once saved and over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from shipway.core.clock import now_ms
+from shipway.monitoring.traffic import MINUTE_MS, Counts, read_counts, record_traffic
+from shipway.serving.app import PredictionEvent
+from shipway.serving.windows import default_worker
+from shipway.store import Store
+
+log = logging.getLogger("shipway.serving")
+
+
+class TrafficRecorder:
+    """Counts requests per (model, version, minute) and saves them to the store in the background."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        worker: str | None = None,
+        interval: float = 5.0,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.store = store
+        self.worker = worker or default_worker()
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, int], Counts] = {}
+        self._dirty: set[tuple[str, str, int]] = set()
+        # Minutes whose stored row (if any) is already in the counts above.
+        self._known: set[tuple[str, str, int]] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- counting: on the event loop, a few microseconds -------------------------------------
+
+    def __call__(self, event: PredictionEvent) -> None:
+        if event.mirrored:
+            return
+        ms = self.clock()
+        key = (event.endpoint, event.version, ms - ms % MINUTE_MS)
+        with self._lock:
+            counts = self._counts.get(key)
+            if counts is None:
+                counts = self._counts[key] = Counts()
+            counts.record(event.seconds, error=event.status >= 500)
+            self._dirty.add(key)
+
+    def counts(self, model: str, version: str, minute: int) -> Counts:
+        """A copy of this worker's counts for one minute (what the next save writes)."""
+        with self._lock:
+            found = self._counts.get((model, version, minute))
+            return found.copy() if found is not None else Counts()
+
+    # -- saving: on the recorder's thread ------------------------------------------------------
+
+    def flush(self) -> int:
+        """Save every minute that changed since the last save; how many were saved."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        if not dirty:
+            self._forget()
+            return 0
+        try:
+            for key in dirty - self._known:
+                # A restarted worker with the same name (pid 1 in a container) carries on from what
+                # it saved of this minute, instead of overwriting it with a smaller count.
+                before = read_counts(self.store, key[0], key[1], key[2], self.worker)
+                if before is not None:
+                    with self._lock:
+                        self._counts[key] = self._counts[key].merge(before)
+                self._known.add(key)  # merged once, even if the save below fails
+            with self._lock:
+                rows = {key: self._counts[key].copy() for key in dirty}
+            record_traffic(self.store, self.worker, rows)
+        except Exception:
+            log.exception("could not save the traffic counters of %d minute(s)", len(dirty))
+            with self._lock:
+                self._dirty |= dirty
+            return 0
+        self._forget()
+        return len(rows)
+
+    def _forget(self) -> None:
+        """Drop minutes that are over and saved (a late request for one is still counted: its
+        minute comes back, carrying on from what was saved)."""
+        current = self.clock()
+        current -= current % MINUTE_MS
+        with self._lock:
+            done = [k for k in self._counts if k[2] < current - MINUTE_MS and k not in self._dirty]
+            for key in done:
+                del self._counts[key]
+                self._known.discard(key)
+
+    def start(self) -> TrafficRecorder:
+        """Save every ``interval`` seconds in a daemon thread."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="shipway-traffic", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread and save what is left."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+        self.flush()
