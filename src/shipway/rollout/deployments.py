@@ -25,10 +25,7 @@ audit entry, in the same transaction; rollback reasons go to the audit log and t
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -707,34 +704,23 @@ def _notify(d: Deployment, outcome: str, reasons: Sequence[str]) -> None:
     """POST the outcome to the rollout's webhooks, in the background; a failed call never blocks."""
     if d.config is None or not d.config.webhooks:
         return
-    body = json.dumps(
-        {
-            "model": d.model,
-            "environment": d.environment,
-            "outcome": outcome,
-            "from": d.stable_version,
-            "to": d.candidate_version,
-            "rollout": d.rollout_id,
-            "reasons": list(reasons),
-            "text": (
-                f"Shipway: rollout of {d.model} v{d.candidate_version} in {d.environment} "
-                f"{outcome.replace('_', ' ')}: " + "; ".join(reasons)
-            ),
-        }
-    ).encode()
+    from shipway.governance.webhooks import post_json
 
-    def send(url: str) -> None:
-        request = urllib.request.Request(
-            url, data=body, headers={"content-type": "application/json"}, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=5):  # http(s) only, checked at deploy
-                pass
-        except OSError:
-            pass  # the audit log has the outcome; a webhook is a courtesy
-
+    payload = {
+        "model": d.model,
+        "environment": d.environment,
+        "outcome": outcome,
+        "from": d.stable_version,
+        "to": d.candidate_version,
+        "rollout": d.rollout_id,
+        "reasons": list(reasons),
+        "text": (
+            f"Shipway: rollout of {d.model} v{d.candidate_version} in {d.environment} "
+            f"{outcome.replace('_', ' ')}: " + "; ".join(reasons)
+        ),
+    }
     for url in d.config.webhooks:
-        threading.Thread(target=send, args=(url,), name="shipway-webhook", daemon=True).start()
+        post_json(url, payload)  # retried with backoff in the background; the audit log has the outcome
 
 
 def history(
