@@ -238,5 +238,22 @@ def test_public_names_are_pinned() -> None:
         "live_drift",
         "live_quality",
         "record_feedback",
+        # alerts, SLOs and the monitor
+        "SLO",
+        "Alert",
+        "Monitor",
+        "Rule",
+        "ack_alert",
+        "add_rule",
+        "delete_rule",
+        "delete_slo",
+        "export_rules",
+        "get_slo",
+        "list_alerts",
+        "list_rules",
+        "register_action",
+        "set_slo",
+        "silence",
+        "slo_status",
     }
     assert all(hasattr(monitoring, name) for name in monitoring.__all__)

@@ -1,0 +1,452 @@
+"""The monitor: evaluates every alert rule and SLO, moves alerts, notifies webhooks, runs actions.
+
+Each evaluation measures every rule's metric and every SLO's burn rates at one instant, then
+moves each (rule, model)'s alert in a write transaction of its own: inactive → pending (the
+condition holds) → firing (it held for the rule's ``for``; at once when ``for`` is 0) →
+resolved (it no longer holds); a pending alert that clears is dropped. Each change appends an
+audit entry in its transaction, and is conditional on the alert row as read (a row lock on
+PostgreSQL, the write lock on SQLite, and a unique key on open alerts), so two monitors on one
+store never both move an alert, and only the one that moved it notifies.
+
+An alert is notified when it starts firing and when it resolves, and reminded every
+``repeat_ms`` while it fires unless acknowledged. Silenced alerts are not notified and run no
+action; if a silence ends while the alert fires, it is notified (and acts) then. Notifications
+are Slack-compatible JSON (``text`` plus structured fields) POSTed in the background with
+retries; actions (``rollback``, or any registered with
+:func:`~shipway.monitoring.alerts.register_action`) run in a small thread pool, and their
+outcome is audited. Nothing a webhook or an action does can hold up an evaluation. A rule that
+cannot be measured (its reason is in ``Monitor.errors``) leaves its alert as it was.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from shipway.core.actor import Actor, acting_as
+from shipway.core.clock import iso, now_ms
+from shipway.core.errors import ShipwayError
+from shipway.core.ids import new_id
+from shipway.governance.webhooks import post_json
+from shipway.monitoring import alerts as _alerts
+from shipway.monitoring.alerts import FIRING, PENDING, RESOLVED, Rule, covered, silenced_keys
+from shipway.monitoring.signals import measure
+from shipway.monitoring.slo import PERIOD_MS, burn_alerts, list_slos, slo_totals
+from shipway.monitoring.traffic import prune_traffic
+from shipway.store import Store, audit, get_store, schema
+
+__all__ = ["Monitor", "Observation", "Transition"]
+
+log = logging.getLogger("shipway.monitoring")
+
+_A = schema.alerts
+PRUNE_EVERY_MS = 3_600_000
+KEEP_TRAFFIC_MS = PERIOD_MS + 86_400_000  # a day beyond the SLO period
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One rule's condition on one model at one evaluation."""
+
+    rule: str
+    model: str
+    severity: str
+    active: bool
+    value: float | None
+    summary: str
+    for_ms: int = 0
+    webhooks: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    metric: str = ""
+    threshold: float | None = None
+    source: Rule | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What one evaluation did to one alert (``after`` None: a pending alert cleared), and what it
+    told: ``notify`` is ``firing``, ``resolved``, ``reminder`` or None."""
+
+    alert: str
+    rule: str
+    model: str
+    before: str | None
+    after: str | None
+    value: float | None
+    summary: str
+    notify: str | None = None
+    act: bool = False
+    since: int = 0
+
+
+def _moved(
+    alert: str,
+    obs: Observation,
+    before: str | None,
+    after: str | None,
+    notify: str | None = None,
+    act: bool = False,
+    since: int = 0,
+) -> Transition:
+    return Transition(alert, obs.rule, obs.model, before, after, obs.value, obs.summary, notify, act, since)
+
+
+class _Lost(Exception):
+    """Another monitor changed the alert between our read and our write."""
+
+
+@dataclass
+class Monitor:
+    """Evaluates alert rules and SLOs against the store, every ``interval`` seconds once started."""
+
+    store: Store | None = None
+    interval: float = 30.0
+    repeat_ms: int | None = 4 * 3_600_000
+    webhook_attempts: int = 5
+    webhook_backoff: float = 1.0
+    name: str = "shipway-monitor"
+    errors: dict[str, str] = field(default_factory=dict)  # rule -> why it could not be measured
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="shipway-alert-action")
+        self._pending: set[concurrent.futures.Future[None]] = set()
+        self._pruned_at = 0
+
+    @property
+    def _store(self) -> Store:
+        return self.store or get_store()
+
+    # -- one evaluation ------------------------------------------------------------------------
+
+    def evaluate_once(self, now: int | None = None) -> list[Transition]:
+        """Measure every rule and SLO at ``now`` (ms; the clock when None) and move their alerts."""
+        store = self._store
+        now = now_ms() if now is None else now
+        quiet = silenced_keys(store, now)
+        moved = []
+        for obs in self.observe(now):
+            try:
+                transition = self._apply(store, obs, now, covered(quiet, obs.model, obs.rule))
+            except ShipwayError as exc:  # the store went away mid-evaluation: try again next time
+                log.warning("could not update the alert of %s on %s: %s", obs.rule, obs.model, exc.message)
+                continue
+            if transition is not None:
+                moved.append(transition)
+                self._deliver(store, transition, obs)
+        if now - self._pruned_at >= PRUNE_EVERY_MS:
+            self._pruned_at = now
+            prune_traffic(store, now - KEEP_TRAFFIC_MS)
+        return moved
+
+    def observe(self, now: int) -> list[Observation]:
+        """Every rule's and SLO objective's condition at ``now``, without changing anything."""
+        store = self._store
+        found = []
+        for rule in _alerts.list_rules(store=store):
+            try:
+                value = measure(store, rule, now)
+                self.errors.pop(rule.name, None)
+            except ShipwayError as exc:
+                # Not measurable now (an alias that does not exist, a store that went away): say
+                # so, and leave its alert as it is rather than resolve it on no evidence.
+                if self.errors.get(rule.name) != exc.message:
+                    log.warning("alert rule %s cannot be evaluated: %s", rule.name, exc.message)
+                self.errors[rule.name] = exc.message
+                continue
+            shown = "no data" if value is None else f"{value:.4g}"
+            found.append(
+                Observation(
+                    rule.name,
+                    rule.model,
+                    rule.severity,
+                    rule.holds(value),
+                    value,
+                    f"{rule.model}: {rule.metric} is {shown} (alert when {rule.describe()})",
+                    rule.for_ms,
+                    rule.webhooks,
+                    rule.actions,
+                    rule.metric,
+                    rule.threshold,
+                    rule,
+                )
+            )
+        for slo in list_slos(store=store):
+            for burn in burn_alerts(slo, slo_totals(slo, now=now, store=store)):
+                found.append(
+                    Observation(
+                        burn.rule,
+                        burn.model,
+                        burn.severity,
+                        burn.active,
+                        burn.value,
+                        burn.summary,
+                        webhooks=slo.webhooks,
+                        metric=f"{burn.objective}_burn_rate",
+                    )
+                )
+        return found
+
+    def _apply(self, store: Store, obs: Observation, now: int, silenced: bool) -> Transition | None:
+        key = f"{obs.rule}/{obs.model}"
+        subject = f"alert/{obs.model}/{obs.rule}"
+        try:
+            with store.write() as conn:
+                query = sa.select(_A).where(_A.c.open_key == key)
+                if conn.dialect.name == "postgresql":
+                    query = query.with_for_update()
+                row = conn.execute(query).first()
+                if row is None:
+                    return self._open(conn, obs, now, silenced, key, subject) if obs.active else None
+                if obs.active:
+                    return self._still(conn, row, obs, now, silenced, subject)
+                return self._clear(conn, row, obs, now, silenced, subject)
+        except (_Lost, sa.exc.IntegrityError):
+            return None  # another monitor got there first; it notifies
+
+    def _open(
+        self, conn: sa.Connection, obs: Observation, now: int, silenced: bool, key: str, subject: str
+    ) -> Transition:
+        state = FIRING if obs.for_ms <= 0 else PENDING
+        tell = state == FIRING and not silenced
+        alert_id = new_id()
+        conn.execute(
+            _A.insert().values(
+                id=alert_id,
+                rule=obs.rule,
+                model=obs.model,
+                severity=obs.severity,
+                state=state,
+                value=obs.value,
+                summary=obs.summary,
+                open_key=key,
+                revision=1,
+                started_at=now,
+                fired_at=now if state == FIRING else None,
+                updated_at=now,
+                notified=FIRING if tell else None,
+                notified_at=now if tell else None,
+            )
+        )
+        self._audit(conn, f"alert.{state}", subject, alert_id, None, obs, silenced)
+        return Transition(
+            alert_id,
+            obs.rule,
+            obs.model,
+            None,
+            state,
+            obs.value,
+            obs.summary,
+            FIRING if tell else None,
+            tell,
+            now,
+        )
+
+    def _still(
+        self, conn: sa.Connection, row: Any, obs: Observation, now: int, silenced: bool, subject: str
+    ) -> Transition | None:
+        values: dict[str, Any] = {"value": obs.value, "summary": obs.summary}
+        if row.state == PENDING:
+            if now - row.started_at < obs.for_ms:
+                self._update(conn, row, now, values)
+                return None
+            tell = not silenced
+            values.update(state=FIRING, fired_at=now)
+            if tell:
+                values.update(notified=FIRING, notified_at=now)
+            self._update(conn, row, now, values)
+            self._audit(conn, "alert.firing", subject, row.id, PENDING, obs, silenced)
+            return Transition(
+                row.id,
+                obs.rule,
+                obs.model,
+                PENDING,
+                FIRING,
+                obs.value,
+                obs.summary,
+                FIRING if tell else None,
+                tell,
+                now,
+            )
+        # Firing, and still: tell whoever has not been told (a silence ended), or remind.
+        notify = None
+        if not silenced and row.notified != FIRING:
+            notify = FIRING
+        elif (
+            not silenced
+            and row.acked_at is None
+            and self.repeat_ms is not None
+            and now - (row.notified_at or row.fired_at or now) >= self.repeat_ms
+        ):
+            notify = "reminder"
+        if notify is None:
+            self._update(conn, row, now, values)
+            return None
+        values.update(notified=FIRING, notified_at=now)
+        self._update(conn, row, now, values)
+        return Transition(
+            row.id,
+            obs.rule,
+            obs.model,
+            FIRING,
+            FIRING,
+            obs.value,
+            obs.summary,
+            notify,
+            notify == FIRING,
+            row.fired_at,
+        )
+
+    def _clear(
+        self, conn: sa.Connection, row: Any, obs: Observation, now: int, silenced: bool, subject: str
+    ) -> Transition:
+        if row.state == PENDING:
+            if (
+                conn.execute(_A.delete().where(_A.c.id == row.id, _A.c.revision == row.revision)).rowcount
+                != 1
+            ):
+                raise _Lost
+            self._audit(conn, "alert.cleared", subject, row.id, PENDING, obs, silenced)
+            return _moved(row.id, obs, PENDING, None, since=now)
+        tell = row.notified == FIRING and not silenced
+        values: dict[str, Any] = {
+            "state": RESOLVED,
+            "open_key": None,
+            "resolved_at": now,
+            "value": obs.value,
+            "summary": obs.summary,
+        }
+        if tell:
+            values.update(notified=RESOLVED, notified_at=now)
+        self._update(conn, row, now, values)
+        self._audit(conn, "alert.resolved", subject, row.id, FIRING, obs, silenced)
+        return Transition(
+            row.id,
+            obs.rule,
+            obs.model,
+            FIRING,
+            RESOLVED,
+            obs.value,
+            obs.summary,
+            RESOLVED if tell else None,
+            since=now,
+        )
+
+    @staticmethod
+    def _update(conn: sa.Connection, row: Any, now: int, values: dict[str, Any]) -> None:
+        changed = conn.execute(
+            _A.update()
+            .where(_A.c.id == row.id, _A.c.revision == row.revision)
+            .values(**values, updated_at=now, revision=row.revision + 1)
+        ).rowcount
+        if changed != 1:
+            raise _Lost
+
+    def _audit(
+        self,
+        conn: sa.Connection,
+        action: str,
+        subject: str,
+        alert_id: str,
+        before: str | None,
+        obs: Observation,
+        silenced: bool,
+    ) -> None:
+        payload = {"alert": alert_id, "from": before, "value": obs.value, "summary": obs.summary}
+        if silenced:
+            payload["silenced"] = True
+        audit.append(conn, action, subject, payload, actor=self.name)
+
+    # -- telling and acting, in the background --------------------------------------------------
+
+    def _deliver(self, store: Store, t: Transition, obs: Observation) -> None:
+        if t.notify is not None:
+            payload = notification(t, obs)
+            for url in obs.webhooks:
+                post_json(url, payload, attempts=self.webhook_attempts, backoff=self.webhook_backoff)
+        if t.act and obs.actions and obs.source is not None:
+            future = self._pool.submit(self._act, store, t, obs.source)
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
+
+    def _act(self, store: Store, t: Transition, rule: Rule) -> None:
+        alert = _alerts.get_alert(t.alert, store=store)
+        for name in rule.actions:
+            fn = _alerts.ACTIONS.get(name)
+            ok, message = False, f"no action named {name!r} is registered in this process"
+            if fn is not None:
+                try:
+                    with acting_as(Actor(name=self.name, role="contributor", kind="service")):
+                        result = fn(alert, rule)
+                    ok, message = True, str(result) if result is not None else "done"
+                except ShipwayError as exc:
+                    message = exc.message
+                except Exception as exc:  # a hook's bug: recorded, never fatal to the monitor
+                    log.exception("alert action %s failed", name)
+                    message = f"{type(exc).__name__}: {exc}"
+            try:
+                with store.write() as conn:
+                    audit.append(
+                        conn,
+                        "alert.action",
+                        f"alert/{t.model}/{t.rule}",
+                        {"alert": t.alert, "action": name, "ok": ok, "message": message},
+                        actor=self.name,
+                    )
+            except ShipwayError:
+                log.exception("could not record the outcome of alert action %s", name)
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait for actions in flight; False if some were still running."""
+        _, pending = concurrent.futures.wait(list(self._pending), timeout=timeout)
+        return not pending
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def start(self) -> Monitor:
+        """Evaluate every ``interval`` seconds in a daemon thread."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="shipway-monitor", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.evaluate_once()
+            except Exception:  # the store is unreachable, say: log, and try again next interval
+                log.exception("alert evaluation failed")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop and wait for actions in flight."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+        self.drain(timeout)
+
+
+def notification(t: Transition, obs: Observation) -> dict[str, Any]:
+    """The webhook body: Slack's ``text``, and the alert's fields for anything else."""
+    word = {FIRING: "FIRING", RESOLVED: "RESOLVED", "reminder": "STILL FIRING"}[t.notify or FIRING]
+    return {
+        "text": f"[{word}] {t.model} · {t.rule} ({obs.severity}): {t.summary}",
+        "status": t.notify,
+        "state": t.after,
+        "alert": t.alert,
+        "rule": t.rule,
+        "model": t.model,
+        "severity": obs.severity,
+        "metric": obs.metric,
+        "value": t.value,
+        "threshold": obs.threshold,
+        "summary": t.summary,
+        "since": iso(t.since),
+    }
