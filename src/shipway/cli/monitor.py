@@ -248,3 +248,22 @@ def feedback(
         print_json(receipt.to_dict())
         return
     console.print(f"Recorded {receipt.labels:,} label(s) for {receipt.model} ({receipt.key}).")
+
+
+@monitor_app.command("export-rules")
+def export_rules(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file instead of printing.", show_default=False),
+    ] = None,
+) -> None:
+    """Prometheus recording and alerting rules for every SLO (the same burn-rate alerts) and every
+    traffic alert rule, over the inference servers' /metrics: check them with `promtool check rules`."""
+    from shipway.monitoring import export_rules as _export
+
+    text = _export()
+    if output is None:
+        print(text, end="")
+        return
+    output.write_text(text)
+    err_console.print(f"Wrote {output}")
