@@ -12,6 +12,7 @@ from rich.text import Text
 from shipway.cli import governance as gov
 from shipway.cli import platform, scoring
 from shipway.cli.admin import db_app, doctor, server
+from shipway.cli.alerts import alerts_app, slo_app
 from shipway.cli.backup import backup, restore
 from shipway.cli.init import init
 from shipway.cli.monitor import feedback, monitor_app
@@ -74,6 +75,8 @@ app.command("kpis")(kpis)
 app.command("score")(scoring.score)
 app.add_typer(monitor_app, name="monitor")
 app.command("feedback")(feedback)
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(slo_app, name="slo")
 app.command("backup")(backup)
 app.command("restore")(restore)
 
