@@ -139,6 +139,23 @@ def _someone(ctx: dict[str, Any], role: str) -> dict[str, Any]:
     return {"principal": name}
 
 
+def _firing_alert(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    # A rule that fires on no traffic; acknowledging its alert again changes nothing.
+    from shipway.monitoring import Monitor, add_rule, list_alerts, list_rules
+
+    if not list_rules(store=ctx["store"]):
+        add_rule("churn", "requests", below=1, window="5m", store=ctx["store"])
+        Monitor(ctx["store"]).evaluate_once()
+    return {"alert_id": list_alerts(state="firing", store=ctx["store"])[0].id}
+
+
+def _slo(ctx: dict[str, Any], role: str) -> dict[str, Any]:
+    from shipway.monitoring import set_slo
+
+    set_slo("churn", availability=99.9, store=ctx["store"])
+    return {}
+
+
 # (method, route, least role or "public", request body or a maker of one, setup before each call;
 # a setup may also return the body, as "_body" (JSON) or "_content" (bytes))
 MATRIX: list[tuple[str, str, str, Any, Callable[..., dict[str, Any]] | None]] = [
@@ -196,6 +213,10 @@ MATRIX: list[tuple[str, str, str, Any, Callable[..., dict[str, Any]] | None]] = 
     ("GET", "/api/v1/models/{name}/versions/{version}/files/{path:path}", "viewer", None, _file),
     ("GET", "/api/v1/audit/head", "admin", None, None),
     ("POST", "/api/v1/principals/{principal}/disable", "admin", None, _someone),
+    # Alerts and SLOs: viewers read, contributors on the alert's model acknowledge.
+    ("GET", "/api/v1/alerts", "viewer", None, None),
+    ("POST", "/api/v1/alerts/{alert_id}/ack", "contributor", None, _firing_alert),
+    ("GET", "/api/v1/slos/{name}", "viewer", None, _slo),
 ]
 
 
@@ -238,6 +259,7 @@ def test_role_by_endpoint_matrix(api: dict[str, Any]) -> None:
         "path": "a.txt",
         "dataset": "matrix-ds",
         "digest": "0" * 64,
+        "alert_id": "0" * 32,
     }
     failures = []
     callers = ["anonymous", "bad-token", *ROLES]

@@ -72,7 +72,7 @@ def create_app(
     """The ASGI app serving ``store``; authenticated unless ``insecure_local``."""
     from shipway import governance
     from shipway.governance import identity
-    from shipway.server import ingest
+    from shipway.server import ingest, monitoring
 
     app = FastAPI(
         title="Shipway",
@@ -460,6 +460,7 @@ def create_app(
         return s.PrincipalOut.model_validate(granted.to_dict())
 
     app.include_router(ingest.build_router(store, need))
+    app.include_router(monitoring.build_router(store, need))
     document_errors(app)
     return app
 
