@@ -18,6 +18,11 @@ Timed, after importing the tool and one warm-up run on 1,000 rows:
 - Shipway, stored reference profile: ``Profile.from_json`` of the reference (built once, untimed),
   then ``drift(profile, current_path)``, which streams the current file through the profile's bins.
 - Shipway, both sides summarised: two stored profiles, ``drift(profile, window_profile)``.
+- Shipway, from the prediction log: the current rows written by ``PredictionLog`` (the serving
+  log writer, in files of 50,000 rows) for a version registered from a run that logged the reference
+  as its training dataset, whose profile is already stored (untimed setup); timed is
+  ``live_drift("bench@prod", window="1h")``: list and fetch the hour's files, stream them through the
+  reference's bins, compare, and check data quality.
 
 Peak memory is the worker's peak resident set (VmHWM), data and interpreter included; the resident
 set after the imports is recorded too. The load average before and after each workload is
@@ -221,16 +226,25 @@ def evidently_worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def shipway_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     """Shipway on the two files: from raw data, from a stored reference profile, from two profiles."""
-    from shipway.monitoring import Profile, drift
+    if cfg["workload"] == "log":
+        os.environ["SHIPWAY_HOME"] = cfg["log_home"]
+    from shipway.monitoring import Profile, drift, live_drift
 
     after_import = rss_mb()
     workload, repeats = cfg["workload"], cfg["repeats"]
     small = warmup_frame()
     drift(small, small)  # warm-up
+    if workload == "log":  # warm-up: the log reader's imports, on a window with nothing in it
+        try:
+            live_drift("bench@prod", window="1m", until="2000-01-01T00:00")
+        except Exception as exc:
+            assert "No predictions" in str(exc), exc
     samples, report = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        if workload == "raw":
+        if workload == "log":
+            report = live_drift("bench@prod", window="1h", until=cfg["log_until"])
+        elif workload == "raw":
             report = drift(cfg["reference"], cfg["current"])
         elif workload == "profile":
             report = drift(Profile.from_json(cfg["reference_profile"]), cfg["current"])
@@ -363,6 +377,54 @@ def store_profiles(ref: Path, cur: Path) -> dict[str, Any]:
     }
 
 
+def store_log(ref: Path, cur: Path) -> dict[str, Any]:
+    """A Shipway home where version 1 of ``bench`` was registered from a run that logged the reference
+    as its training data (its profile stored), and the current rows are in its prediction log, written
+    by the serving log writer in files of 50,000 rows. Made once per data size (untimed)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    home = ref.parent / "log-home"
+    marker = home / "log-until.txt"
+    if marker.exists():
+        return {"log_home": str(home), "log_until": marker.read_text().strip()}
+    import shutil
+
+    from sklearn.dummy import DummyClassifier
+
+    shutil.rmtree(home, ignore_errors=True)
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("SHIPWAY_")}
+    os.environ["SHIPWAY_HOME"] = str(home)
+    try:
+        import shipway
+        from shipway.data import get_dataset
+        from shipway.data.dataset_profiles import dataset_profile
+        from shipway.serving import PredictionEvent, PredictionLog
+        from shipway.store import get_store, reset_default_store
+
+        reset_default_store()
+        reference = pq.read_table(ref).to_pandas()
+        model = DummyClassifier(strategy="prior").fit(reference, np.zeros(len(reference), dtype=int) % 2)
+        with shipway.start_run(experiment="bench") as run:
+            run.log_dataset(reference, name="bench-train", role="train")
+        shipway.register_model(model, "bench", run=run, input_example=reference.head(100))
+        shipway.set_alias("bench", "prod", 1)
+        dataset_profile(get_dataset("bench-train"), store=get_store())  # the stored reference
+        log = PredictionLog(flush_seconds=3600, flush_rows=50_000, max_rows=100_000)
+        for i, batch in enumerate(pq.ParquetFile(cur).iter_batches(batch_size=50_000)):
+            columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.schema.names}
+            rows = batch.num_rows
+            log(PredictionEvent("bench", "1", "stable", f"r{i}", columns, np.zeros(rows, np.int64), 0.001))
+            log.flush()
+        until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 60))
+        marker.write_text(until)
+        reset_default_store()
+    finally:
+        os.environ.pop("SHIPWAY_HOME", None)
+        os.environ.update(saved)
+    return {"log_home": str(home), "log_until": until}
+
+
 def compare_values(evidently: dict[str, Any], shipway: dict[str, Any]) -> dict[str, Any]:
     """Max |Shipway - Evidently| per method over the columns where both used it."""
     names = {"Wasserstein distance (normed)": "wasserstein", "Jensen-Shannon distance": "jensenshannon"}
@@ -401,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     for rows in sizes["rows"]:
         ref, cur = ensure_data(rows, sizes["seed"])
         setup = store_profiles(ref, cur)
+        if "shipway" in tools:
+            setup.update(store_log(ref, cur))
         base = {
             "reference": str(ref),
             "current": str(cur),
@@ -409,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         by_size: dict[str, Any] = {"setup": setup}
         for tool in tools:
-            workloads = ["raw", "profile", "profiles"] if tool == "shipway" else ["raw"]
+            workloads = ["raw", "profile", "profiles", "log"] if tool == "shipway" else ["raw"]
             for workload in workloads:
                 print(f"[{rows:,} rows] {tool} {workload} ...", flush=True)
                 cfg = {**base, "workload": workload, "repeats": sizes["shipway_repeats"]}
@@ -421,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"(load {load['before'][0]:.1f} -> {load['after'][0]:.1f})",
                     flush=True,
                 )
-        for key in [k for k in by_size if k.endswith(("_raw", "_profile", "_profiles"))]:
+        for key in [k for k in by_size if k.endswith(("_raw", "_profile", "_profiles", "_log"))]:
             flagged = sorted(c for c, v in by_size[key]["columns"].items() if _drifted(v))
             by_size[key]["flagged"] = flagged
             if flagged != DRIFTED:
@@ -440,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nStatistics at {int(rows):,} rows, Shipway vs Evidently on the same data:")
             for method, a in by_size["agreement"].items():
                 print(f"    {method}: {a['columns']} columns, max |difference| {a['max_abs_diff']:.2e}")
-        for key in ("evidently_raw", "shipway_raw", "shipway_profile"):
+        for key in ("evidently_raw", "shipway_raw", "shipway_profile", "shipway_log"):
             if key in by_size:
                 print(f"    {key} flagged: {', '.join(by_size[key]['flagged'])}")
     for w in warnings:
@@ -495,6 +559,7 @@ def summary(results: dict[str, Any], tools: list[str]) -> tuple[list[dict[str, A
             ("shipway_raw", "raw data, both sides"),
             ("shipway_profile", "stored reference profile + raw current"),
             ("shipway_profiles", "both sides stored profiles"),
+            ("shipway_log", "prediction log window vs stored training profile (live_drift)"),
         ):
             ours = r.get(key)
             if ours is None and key != "shipway_raw":
@@ -509,6 +574,9 @@ def summary(results: dict[str, Any], tools: list[str]) -> tuple[list[dict[str, A
         if r.get("shipway_profile"):
             mem = {"evidently": None, "shipway": r["shipway_profile"]["peak_mb"]}
             row(f"{n}: peak memory (stored reference profile)", "MB", mem, None)
+        if r.get("shipway_log"):
+            mem = {"evidently": None, "shipway": r["shipway_log"]["peak_mb"]}
+            row(f"{n}: peak memory (prediction log, live_drift)", "MB", mem, None)
     return table, body
 
 

@@ -3,12 +3,13 @@ reference profile, and the prediction log's batches with their metadata columns 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shipway.core.errors import InvalidInput, NotFound
 from shipway.data.reference import Profile
@@ -19,10 +20,12 @@ if TYPE_CHECKING:
     from shipway.registry import ModelVersion
     from shipway.store import Store
 
+T = TypeVar("T")
 _WINDOW = re.compile(r"^\s*(\d+)\s*(m|min|h|d|w)\s*$")
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_WINDOW = timedelta(days=400)
 LOG_METADATA_KEY = b"shipway.prediction_log"
+PREFETCH = 2  # batches of the log read ahead while the current one is profiled
 PREDICTION = "prediction"
 
 
@@ -256,15 +259,69 @@ def log_batches(
         raise MissingDependency.for_extra(
             "serve", err.name or "orjson", "Reading the prediction log"
         ) from err
-    for batch in iter_prediction_batches(
+    batches = iter_prediction_batches(
         name,
         since=window.start,
         until=window.end,
         version=version,
         include_mirrored=include_mirrored,
         store=store,
-    ):
+    )
+    for batch in prefetched(batches, PREFETCH):
         yield LogBatch(batch)
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, produced in a thread up to ``depth`` ahead: fetching and decoding the next file
+    (which releases the GIL) overlaps with profiling this one. An error is raised where it would
+    have been; stopping early stops the thread."""
+    import queue
+    import threading
+
+    if depth < 1:
+        yield from items
+        return
+    ahead: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer("item", item):
+                    return
+            offer("end", None)
+        except BaseException as err:  # handed to the consumer, raised there
+            offer("error", err)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # the reader's open files and temporary folders, now, on this thread
+
+    thread = threading.Thread(target=produce, name="shipway-log-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = ahead.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                ahead.get_nowait()
+        thread.join(timeout=5)
 
 
 class LogBatch:
@@ -347,7 +404,8 @@ def answered(batch: LogBatch) -> LogBatch:
     status = batch.meta("status")
     if status is None:
         return batch
-    return batch.filter(pc.fill_null(pc.equal(status, 200), False))
+    ok = pc.fill_null(pc.equal(status, 200), False)
+    return batch if pc.all(ok).as_py() else batch.filter(ok)  # most batches: no copy
 
 
 def not_answered(batch: LogBatch) -> LogBatch:
@@ -357,7 +415,8 @@ def not_answered(batch: LogBatch) -> LogBatch:
     status = batch.meta("status")
     if status is None:
         return batch.head(0)
-    return batch.filter(pc.fill_null(pc.not_equal(status, 200), False))
+    refused = pc.fill_null(pc.not_equal(status, 200), False)
+    return batch.filter(refused) if pc.any(refused).as_py() else batch.head(0)
 
 
 def no_predictions(target: Target, window: Window) -> NotFound:
