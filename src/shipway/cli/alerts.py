@@ -286,7 +286,7 @@ def slo_show(model: Model, as_json: JsonFlag = False) -> None:
     table = Table("objective", "requests (30d)", "budget left", *[f"burn {w}" for w in BURN_WINDOWS], "alert")
     for o in data["objectives"]:
         left = o["budget_left"]
-        budget = "no data" if left is None else f"{100 * left:.1f}%"
+        budget = "no data" if left is None else f"{100 * left:.1f}%" if left >= 0 else "none (overspent)"
         rates = [_value(o["burn_rates"][w]) for w in BURN_WINDOWS]
         alert = "PAGE" if o["page"] else "ticket" if o["ticket"] else "-"
         style = "red" if o["page"] else "yellow" if o["ticket"] else ""
