@@ -130,8 +130,13 @@ class Monitor:
         store = self._store
         now = now_ms() if now is None else now
         quiet = silenced_keys(store, now)
+        query = sa.select(_A.c.open_key).where(_A.c.open_key.is_not(None))
+        with store.read() as conn:
+            open_keys = set(conn.execute(query).scalars())
         moved = []
         for obs in self.observe(now):
+            if not obs.active and f"{obs.rule}/{obs.model}" not in open_keys:
+                continue  # nothing to open, nothing to close: no write transaction
             try:
                 transition = self._apply(store, obs, now, covered(quiet, obs.model, obs.rule))
             except ShipwayError as exc:  # the store went away mid-evaluation: try again next time
@@ -252,9 +257,11 @@ class Monitor:
         self, conn: sa.Connection, row: Any, obs: Observation, now: int, silenced: bool, subject: str
     ) -> Transition | None:
         values: dict[str, Any] = {"value": obs.value, "summary": obs.summary}
+        unchanged = (row.value, row.summary) == (obs.value, obs.summary)
         if row.state == PENDING:
             if now - row.started_at < obs.for_ms:
-                self._update(conn, row, now, values)
+                if not unchanged:
+                    self._update(conn, row, now, values)
                 return None
             tell = not silenced
             values.update(state=FIRING, fired_at=now)
@@ -286,7 +293,8 @@ class Monitor:
         ):
             notify = "reminder"
         if notify is None:
-            self._update(conn, row, now, values)
+            if not unchanged:
+                self._update(conn, row, now, values)
             return None
         values.update(notified=FIRING, notified_at=now)
         self._update(conn, row, now, values)
