@@ -317,9 +317,10 @@ def live_drift(
     ``until`` (default now).
 
     ``model_ref`` is ``churn@prod`` or ``churn/3`` (that version's predictions) or ``churn`` (every
-    version's). Features are compared with the version's reference profile (its training dataset's,
-    built and stored on first use) unless ``reference`` (a Profile, DataFrame, Arrow table or parquet
-    path) is given; predictions with the same model's predictions over the window just before.
+    version's, compared with the newest registered version's reference). Features are compared with
+    the version's reference profile (its training dataset's, built and stored on first use) unless
+    ``reference`` (a Profile, DataFrame, Arrow table or parquet path) is given; predictions with the
+    same model's predictions over the window just before.
     ``methods`` and ``thresholds`` are as in :func:`drift`.
     """
     from shipway.store import get_store
@@ -343,10 +344,8 @@ def live_drift(
         _count_statuses(batch, statuses)
         ok, refused = answered(batch), not_answered(batch)
         if current is None or rejected is None:
-            seen: dict[str, None] = {}
-            _versions_in(batch, seen)
-            if chosen is None:
-                chosen = newest_version(target.name, set(seen), store)
+            if chosen is None:  # every version's predictions: the newest version's reference
+                chosen = newest_version(target.name, set(), store)
             if ref is None:
                 ref = reference_of(chosen, store)
             features = _features(ref, chosen)
