@@ -249,7 +249,7 @@ def _timeline_svg(metric: str, rows: list[QualityRow]) -> str:
     body.append(f'<line x1="{x0}" y1="{y0 + h}" x2="{x0 + w}" y2="{y0 + h}" stroke="#98a2b3"/>')
     body.append(f'<text x="{x0}" y="{CHART_HEIGHT - 4}">{escape(rows[0].key)}</text>')
     body.append(f'<text x="{x0 + w}" y="{CHART_HEIGHT - 4}" text-anchor="end">{escape(rows[-1].key)}</text>')
-    body.append(f'<text x="{x0 + w}" y="{y0 + 10}" text-anchor="end">max {escape(_fmt(top))}</text>')
+    body.append(f'<text x="{x0}" y="{y0 + 10}">max {escape(_fmt(top))}</text>')
     return _svg(metric, CHART_HEIGHT, body).replace(
         f"Distribution of {escape(metric)}: reference and current", f"{escape(metric)} over time"
     )

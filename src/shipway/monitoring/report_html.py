@@ -187,7 +187,7 @@ def _categorical_svg(feature: str, ref: CategoricalColumn, cur: CategoricalColum
     label_w, row_h = 150, 26
     height = int(row_h * len(rows) + PAD)
     top = max(max(a, b) for _, a, b in rows) or 1.0
-    w = WIDTH - label_w - 70
+    w = WIDTH - label_w - 110  # room for "50.6% → 52.0%" after the bars
     body = []
     for i, (name, a, b) in enumerate(rows):
         y = PAD / 2 + i * row_h
