@@ -257,6 +257,9 @@ def test_silenced_alerts_change_state_but_tell_nobody_until_the_silence_ends(
         quiet = silence("churn", "2h", reason="maintenance", store=store)
         with pytest.raises(NotFound, match="no alert rule named 'nope'"):
             silence("churn", "1h", rule="nope", store=store)
+        with pytest.raises(NotFound, match="no alert rule named 'slo:avail:page'"):
+            silence("churn", "1h", rule="slo:avail:page", store=store)
+        assert silence("churn", "1m", rule="slo:latency:ticket", store=store).rule == "slo:latency:ticket"
         monitor = Monitor(store)
         for minute in range(4):
             traffic(store, minute, 10, 5)

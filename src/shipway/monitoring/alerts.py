@@ -53,6 +53,8 @@ _R, _A, _SIL = schema.alert_rules, schema.alerts, schema.silences
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 STATES = (PENDING, FIRING, RESOLVED)
 SEVERITIES = ("page", "ticket", "warning", "info")
+# The burn-rate rules every SLO brings (shipway.monitoring.slo): slo:<objective>:<severity>.
+SLO_RULES = frozenset(f"slo:{o}:{s}" for o in ("availability", "latency") for s in ("page", "ticket"))
 _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
 
@@ -468,8 +470,12 @@ def silence(
     with store.write() as conn:
         if conn.execute(sa.select(schema.models.c.id).where(schema.models.c.name == model)).first() is None:
             raise NotFound(f"No model named {model!r}.")
-        if rule is not None and not rule.startswith("slo:"):
-            owner = conn.execute(sa.select(_R.c.model).where(_R.c.name == rule)).scalar()
+        if rule is not None:
+            owner = (
+                model
+                if rule in SLO_RULES
+                else conn.execute(sa.select(_R.c.model).where(_R.c.name == rule)).scalar()
+            )
             if owner != model:
                 raise NotFound(
                     f"{model!r} has no alert rule named {rule!r}; `shipway alerts rules` lists them."
