@@ -10,7 +10,7 @@ import typer
 from rich.text import Text
 
 from shipway.cli import governance as gov
-from shipway.cli import platform, scoring
+from shipway.cli import platform, quickstart, scoring
 from shipway.cli.admin import db_app, doctor, server
 from shipway.cli.alerts import alerts_app, slo_app
 from shipway.cli.backup import backup, restore
@@ -58,6 +58,7 @@ app.add_typer(db_app, name="db")
 app.command("doctor")(doctor)
 app.command("up")(platform.up)
 app.command("server")(server)
+app.command("quickstart")(quickstart.quickstart)
 app.command("promote")(gov.promote)
 app.command("approve")(gov.approve)
 app.command("reject")(gov.reject)

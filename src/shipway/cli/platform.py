@@ -1,8 +1,8 @@
 """`shipway up`: the whole platform in one command.
 
-One process runs the control-plane API (and, when the monitoring extra is installed, the
-monitoring loop that evaluates alerts); a child process runs `shipway serve` for every
-deployment of an environment, with the rollout controller. Ctrl-C or SIGTERM stops both, the
+One process runs the control-plane API and the monitoring loop that evaluates alert rules and
+SLOs; a child process runs `shipway serve` for every deployment of an environment, with the
+rollout controller. Ctrl-C or SIGTERM stops both, the
 child first saving what it has buffered (rollout windows, traffic, prediction logs).
 """
 
@@ -86,6 +86,12 @@ def up(
     controller_interval: Annotated[
         float, typer.Option("--controller-interval", help="Seconds between rollout analyses.")
     ] = 5.0,
+    monitor_interval: Annotated[
+        float,
+        typer.Option(
+            "--monitor-interval", help="Seconds between evaluations of the alert rules and SLOs; 0: off."
+        ),
+    ] = 30.0,
 ) -> None:
     """Run the platform on the configured store: the control-plane API, serving of every
     deployment of --env with the rollout controller, and monitoring.
@@ -102,6 +108,8 @@ def up(
         _check_port_free(serve_host, serve_port, "--serve-port (or SHIPWAY_SERVE_PORT), or --no-serve")
         if not controller_interval > 0:
             raise ShipwayError(f"--controller-interval must be positive, not {controller_interval}.")
+    if monitor_interval < 0:
+        raise ShipwayError(f"--monitor-interval must be 0 (off) or positive, not {monitor_interval}.")
     settings = Settings.resolve()
     store = Store(settings)  # creates or checks the schema before anything else opens it
     describe_api(host, port, insecure_local, workers, store, settings)
@@ -112,6 +120,12 @@ def up(
         )
     else:
         console.print("  serving:   off (--no-serve)")
+    if monitor_interval > 0:
+        console.print(
+            f"  alerts:    rules and SLOs evaluated every {monitor_interval:g} s (`shipway alerts list`)"
+        )
+    else:
+        console.print("  alerts:    off (--monitor-interval 0)")
     console.print("Press Ctrl-C to stop.")
     sys.stdout.flush()
 
@@ -139,10 +153,20 @@ def up(
                 stop.set()
 
         threading.Thread(target=watch, args=(child,), name="shipway-serve-watch", daemon=True).start()
+    monitor = None
+    if monitor_interval > 0:
+        from shipway.monitoring import Monitor
+
+        # Its own store object: the API's is closed when the API stops.
+        monitor = Monitor(store=Store(settings), interval=monitor_interval).start()
     try:
         run_api(host, port, insecure_local, workers, store, stop=stop)
     finally:
         stopping.set()
+        if monitor is not None:
+            monitor.stop()
+            if monitor.store is not None:
+                monitor.store.close()
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
             try:

@@ -126,7 +126,8 @@ class Target:
 
 def resolve_target(model_ref: str, version: int | str | None, store: Store) -> Target:
     """The model and version ``churn@prod``, ``churn/3``, ``churn`` or ``models:/…`` names; NotFound for
-    an unknown model, version or alias."""
+    an unknown model, version or alias. ``NAME@ENV`` of a model deployed in ``ENV`` names the version
+    its deployment serves (see :func:`_serving_version`)."""
     from shipway.registry import get_version, list_versions, parse_model_uri
 
     if not isinstance(model_ref, str) or not model_ref.strip():
@@ -153,7 +154,25 @@ def resolve_target(model_ref: str, version: int | str | None, store: Store) -> T
     if number is None and alias is None:
         list_versions(name, store=store)  # NotFound for an unknown model, naming the registered ones
         return Target(name, None, text)
+    if alias is not None:
+        serving = _serving_version(name, alias, store)
+        if serving is not None:
+            return Target(name, get_version(name, serving, store=store), text)
     return Target(name, get_version(name, number, alias=alias, store=store), text)
+
+
+def _serving_version(name: str, environment: str, store: Store) -> int | None:
+    """The stable version of ``name``'s deployment in ``environment``, if it has one.
+
+    ``churn@prod`` of a deployed model means the traffic prod serves: after a rollback, the alias
+    (governance's record) still names the candidate, but the stable version answers.
+    """
+    from shipway.rollout import get_deployment
+
+    try:
+        return get_deployment(name, environment, store=store).stable_version
+    except NotFound:
+        return None
 
 
 def newest_version(name: str, labels: set[str], store: Store) -> ModelVersion:

@@ -120,9 +120,10 @@ def build_app(
     callbacks: Callbacks | None = None,
 ) -> ServingApp:
     """The app ``plan`` describes, with its background work started: following the deployments
-    (recording each rollout request in its arm's window) or the targets' aliases, and with
-    ``controller_interval`` > 0 the rollout controller. All of it stops when the app closes, and
-    what is buffered is saved then."""
+    (recording each rollout request in its arm's window) or the targets' aliases, counting traffic
+    per minute (for alerts and SLOs), writing the prediction log, and with ``controller_interval``
+    > 0 the rollout controller. All of it stops when the app closes, and what is buffered is saved
+    then."""
     from shipway.serving.sync import DeploymentSync
     from shipway.serving.windows import WindowRecorder
 
@@ -163,6 +164,12 @@ def build_app(
             app.router.mark_unready(target.endpoint, f"{target.uri} is loading.")
         app.on_close.append(follower.stop)
         starters.append(follower.start)
+    from shipway.serving.traffic import TrafficRecorder
+
+    traffic = TrafficRecorder(store, worker=worker, interval=max(plan.sync_interval, 1.0))
+    app.listeners.append(traffic)  # per-minute counts for alerts and SLOs
+    app.on_close.append(traffic.stop)
+    starters.append(traffic.start)
     if plan.log_sample is not None:
         from shipway.serving.predlog import PredictionLog
 
