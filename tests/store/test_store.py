@@ -62,8 +62,9 @@ def test_the_reader_never_creates_a_store(shipway_home: Path) -> None:
 
 
 def test_a_store_at_another_revision_is_left_to_the_engine_which_refuses_it(shipway_home: Path) -> None:
+    # An older revision this Shipway knows (an unknown one is a newer Shipway's: see test_db.py).
     with get_store().write() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
     reset_default_store()
     store = get_store(connect=False)
     with store.sqlite_reader() as conn:
