@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 import shipway
 from shipway import governance
 from shipway.rollout import deploy
+from shipway.serving import read_predictions
 
 SHIPWAY = [sys.executable, "-m", "shipway"]
 
@@ -67,11 +68,12 @@ def test_up_runs_the_api_and_serves_deployments_and_stops_on_sigterm(shipway_hom
             90,
             "the deployment to be served",
         )
-        answer = httpx.post(
-            f"http://127.0.0.1:{serving}/v1/models/churn/predict",
-            json={"records": [{"tenure": 3, "charges": 80.5}]},
-        )
-        assert answer.status_code == 200 and answer.headers["shipway-model-version"] == "1"
+        for i in range(25):
+            answer = httpx.post(
+                f"http://127.0.0.1:{serving}/v1/models/churn/predict",
+                json={"records": [{"tenure": i, "charges": 80.5}]},
+            )
+            assert answer.status_code == 200 and answer.headers["shipway-model-version"] == "1"
         versions = httpx.get(f"http://127.0.0.1:{api}/api/v1/models/churn/versions")
         assert versions.status_code == 200
         proc.send_signal(signal.SIGTERM)  # to `up` alone, as a process manager would
@@ -84,6 +86,10 @@ def test_up_runs_the_api_and_serves_deployments_and_stops_on_sigterm(shipway_hom
     for port in (api, serving):  # nothing is left listening
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", port))
+    # Stopping wrote what serving had buffered: every answered request is in the prediction log.
+    logged = read_predictions("churn", columns=["tenure", "status"])
+    assert sorted(logged.column("tenure").to_pylist()) == list(range(25))
+    assert set(logged.column("status").to_pylist()) == {200}
 
 
 def test_up_stops_when_serving_dies_instead_of_running_half(shipway_home: Path) -> None:
