@@ -261,6 +261,35 @@ def test_shadow_copies_and_failures_are_logged_as_mirrored(churn_data, classifie
     assert read_predictions("churn", version="1", include_mirrored=True).num_rows == len(ids)
 
 
+def test_matrix_columns_frame_outputs_and_unsigned_versions_are_logged() -> None:
+    plog = PredictionLog()
+    signed = infer_signature(pd.DataFrame({"tenure": [1.0, 2.0], "charges": [1.5, 2.5]}))
+    matrix = np.arange(6.0).reshape(3, 2)  # a V2 [rows, columns] input: each column a strided view
+    for request_id in ("m1", "m2"):
+        columns = {"tenure": matrix[:, 0], "charges": matrix[:, 1]}
+        frame = pd.DataFrame({"label": ["a", "b", "c"], "score": [0.1, 0.2, 0.3]})
+        plog(_event(request_id, columns=columns, predictions=frame, signature=signed))
+    plog(_event("u1", endpoint="free", columns={"a": np.array([1, 2])}))
+    plog(
+        _event(
+            "u2", endpoint="free", columns={"a": np.array([3, 4]), "b": np.array(["x", "y"], dtype=object)}
+        )
+    )
+    plog.flush()
+    got = read_predictions("churn").to_pandas()
+    assert list(got["tenure"]) == [0.0, 2.0, 4.0] * 2 and list(got["charges"]) == [1.0, 3.0, 5.0] * 2
+    assert list(got["prediction.label"]) == ["a", "b", "c"] * 2 and list(got["prediction.score"])[:3] == [
+        0.1,
+        0.2,
+        0.3,
+    ]
+    free = read_predictions("free").to_pandas()
+    assert (
+        list(free["a"]) == [1, 2, 3, 4] and list(free["b"])[2:] == ["x", "y"] and free["b"][:2].isna().all()
+    )
+    assert list(free["prediction"]) == [1, 0, 1, 0]
+
+
 # -- sampling, bounds, flushing ----------------------------------------------------------------
 
 
@@ -275,10 +304,12 @@ def test_sampling_follows_the_request_id() -> None:
     logged = table.to_pandas().groupby("request_id")["mirrored"].agg(["count", "sum"])
     assert 0.2 < len(logged) / len(ids) < 0.3
     assert (logged["count"] == 4).all() and (logged["sum"] == 2).all(), "a request and its copy, or neither"
-    again = PredictionLog(sample=0.25)
-    for request_id in ids[:200]:
-        again(_event(request_id))
-    assert {e.request_id for e in again._buffer} == set(logged.index) & set(ids[:200])
+    again = PredictionLog(sample=0.25)  # another worker picks the same requests
+    for request_id in ids[:400]:
+        again(_event(request_id, endpoint="other"))
+    again.flush()
+    picked = set(read_predictions("other")["request_id"].to_pylist())
+    assert picked and picked == set(logged.index) & set(ids[:400])
     with pytest.raises(InvalidInput, match="--no-prediction-log"):
         PredictionLog(sample=0)
 

@@ -56,12 +56,16 @@ __all__ = [
 ]
 
 # The prediction log needs pyarrow's parquet writer: imported on first use, not with the server.
-_PREDLOG = frozenset({"PredictionLog", "iter_prediction_batches", "read_predictions"})
+_PREDLOG = {
+    "PredictionLog": "predlog",
+    "iter_prediction_batches": "predlog_read",
+    "read_predictions": "predlog_read",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _PREDLOG:
-        from shipway.serving import predlog
+        import importlib
 
-        return getattr(predlog, name)
+        return getattr(importlib.import_module(f"shipway.serving.{_PREDLOG[name]}"), name)
     raise AttributeError(f"module 'shipway.serving' has no attribute {name!r}")

@@ -1,10 +1,11 @@
 """The prediction log: what each served request asked and got, as parquet files monitoring reads.
 
-A :class:`PredictionLog` is an app listener. On the event loop it only appends a reference to the
-request's columns (minus the ones it must never write) to a bounded buffer; a background thread
-turns the buffer into one parquet file per (model, version, hour) every ``flush_seconds`` or
-``flush_rows``, writes it to a temporary file and puts it in the artifact store, which makes it
-visible all at once. A worker killed mid-flush loses what it had not yet flushed, never a file.
+A :class:`PredictionLog` is an app listener. On the event loop it only appends references to
+the request's columns (minus the ones it must never write) to per-column lists of a bounded
+buffer; a background thread turns them into one parquet file per (model, version, hour) every
+``flush_seconds`` or ``flush_rows``, writes it to a temporary file and puts it in the artifact
+store, which makes it visible all at once. A worker killed mid-flush loses what it had not yet
+flushed, never a file.
 
 Each input row of a request is one row of the file, under the key
 
@@ -18,14 +19,14 @@ does not take (a sticky key field, a misspelt column). A feature named like a me
 prediction column keeps its name; that column gets a leading underscore (``_time``, more if
 taken), and the file's ``shipway.prediction_log`` schema metadata records the names used.
 
-:func:`iter_prediction_batches` and :func:`read_predictions` read them back, pruning files by the
-date and hour in their keys and rows by ``time``.
+``predlog_read`` (:func:`~shipway.serving.read_predictions`) reads them back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import re
 import socket
@@ -33,18 +34,17 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shipway.core.errors import IntegrityError, InvalidInput
+from shipway.core.errors import InvalidInput
 from shipway.serving.app import PredictionEvent
 from shipway.store import Store, get_store
 
@@ -84,8 +84,8 @@ KIND_TYPES: dict[str, pa.DataType] = {
 }
 _HOUR_US = 3_600_000_000
 _WORKER_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/[^/]+\.parquet$")
 _MAX_PLANS = 256
+_DTYPE = operator.attrgetter("dtype")
 
 
 def _now_us() -> int:
@@ -98,7 +98,7 @@ def default_worker() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _segment(name: str) -> str:
+def segment(name: str) -> str:
     """A name as one key segment: percent-encoded, never ``.`` or ``..``."""
     quoted = quote(name, safe="")
     return quoted.replace(".", "%2E") if not quoted.strip(".") else quoted
@@ -119,21 +119,74 @@ def _plan(signature: Signature | None) -> _Plan:
     return _Plan(signature, tuple(c.name for c in kept), {c.name: KIND_TYPES.get(c.kind) for c in kept})
 
 
-class _Entry(NamedTuple):
-    endpoint: str
-    version: str
-    arm: str
-    request_id: str | None
-    status: int
-    error: str | None
-    latency_ms: float
-    mirrored: bool
-    rollout_id: str | None
-    time_us: int
-    rows: int
-    features: dict[str, np.ndarray]
-    predictions: Any
-    types: dict[str, pa.DataType]
+class _Group:
+    """The requests of one (model, version, hour) waiting to be written, kept column by column so
+    that writing them is one concatenation per column."""
+
+    __slots__ = (
+        "arms",
+        "endpoint",
+        "errors",
+        "features",
+        "gaps",
+        "latencies",
+        "mirrored",
+        "plan",
+        "predictions",
+        "request_ids",
+        "rollouts",
+        "rows",
+        "simple",
+        "statuses",
+        "times",
+        "version",
+    )
+
+    def __init__(self, endpoint: str, version: str, plan: _Plan) -> None:
+        self.endpoint = endpoint
+        self.version = version
+        self.plan = plan
+        self.request_ids: list[str | None] = []
+        self.arms: list[str] = []
+        self.statuses: list[int] = []
+        self.errors: list[str | None] = []
+        self.latencies: list[float] = []
+        self.mirrored: list[bool] = []
+        self.rollouts: list[str | None] = []
+        self.times: list[int] = []
+        self.rows: list[int] = []
+        self.features: dict[str, list[np.ndarray | None]] = {n: [] for n in plan.features or ()}
+        self.gaps: set[str] = set()  # feature columns some request lacks
+        self.predictions: list[Any] = []
+        self.simple = True  # every request's predictions one 1-D array
+
+    def add(self, event: PredictionEvent, rows: int, now_us: int) -> None:
+        self.request_ids.append(event.request_id)
+        self.arms.append(event.arm)
+        self.statuses.append(event.status)
+        self.errors.append(event.error)
+        self.latencies.append(event.seconds * 1000.0)
+        self.mirrored.append(event.mirrored)
+        self.rollouts.append(event.rollout.id if event.rollout is not None else None)
+        self.times.append(now_us)
+        self.rows.append(rows)
+        columns = event.columns
+        # Only the columns the plan keeps (never PII): nothing else is held, even until the flush.
+        for name, values in self.features.items():
+            column = columns.get(name)
+            if column is None:
+                self.gaps.add(name)
+            values.append(column)
+        if self.plan.features is None:  # no signature: every column sent, as it first appears
+            for name, column in columns.items():
+                if name not in self.features:
+                    self.features[name] = [*([None] * (len(self.rows) - 1)), column]
+                    if len(self.rows) > 1:
+                        self.gaps.add(name)
+        predictions = event.predictions
+        self.predictions.append(predictions)
+        if type(predictions) is not np.ndarray or predictions.ndim != 1:
+            self.simple = False
 
 
 class PredictionLog:
@@ -179,7 +232,7 @@ class PredictionLog:
         self._threshold = None if sample >= 1 else int(sample * 2**32)
         self._plans: dict[int, _Plan] = {}
         self._lock = threading.Lock()
-        self._buffer: list[_Entry] = []
+        self._groups: dict[tuple[str, str, int, int], _Group] = {}
         self._rows = 0
         self._unreported = 0
         self._pending: list[tuple[tuple[str, str, int], pa.Table]] = []  # built, not yet stored
@@ -195,48 +248,35 @@ class PredictionLog:
         request_id = event.request_id
         if self._threshold is not None and zlib.crc32((request_id or "").encode()) >= self._threshold:
             return
-        signature = event.signature
-        plan = self._plans.get(id(signature))
-        if plan is None or plan.signature is not signature:
-            if len(self._plans) >= _MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[id(signature)] = _plan(signature)
         columns = event.columns
         if columns:
             rows = len(next(iter(columns.values())))
         else:
             rows = len(event.predictions) if event.predictions is not None else 1
-        if plan.features is None:
-            features = dict(columns)
-        else:  # only what the version takes, never its PII: nothing else is kept even in memory
-            features = {name: columns[name] for name in plan.features if name in columns}
-        rollout = event.rollout
-        entry = _Entry(
-            event.endpoint,
-            event.version,
-            event.arm,
-            request_id,
-            event.status,
-            event.error,
-            event.seconds * 1000.0,
-            event.mirrored,
-            rollout.id if rollout is not None else None,
-            _now_us(),
-            rows,
-            features,
-            event.predictions,
-            plan.types,
-        )
+        now = _now_us()
+        signature = event.signature
+        key = (event.endpoint, event.version, now // _HOUR_US, id(signature))
         with self._lock:
             if self._rows + rows > self.max_rows:
                 self.dropped += rows
                 self._unreported += rows
                 return
-            self._buffer.append(entry)
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = _Group(event.endpoint, event.version, self._plan(signature))
+            group.add(event, rows, now)
             self._rows += rows
             full = self._rows >= self.flush_rows
         if full:
             self._wake.set()
+
+    def _plan(self, signature: Signature | None) -> _Plan:
+        plan = self._plans.get(id(signature))
+        if plan is None or plan.signature is not signature:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[id(signature)] = _plan(signature)
+        return plan
 
     # -- on the log's thread -------------------------------------------------------------------
 
@@ -244,7 +284,7 @@ class PredictionLog:
         """Write everything buffered now; how many files were written."""
         with self._flushing:
             with self._lock:
-                entries, self._buffer = self._buffer, []
+                groups, self._groups = self._groups, {}
                 self._rows = 0
                 unreported, self._unreported = self._unreported, 0
             if unreported:
@@ -255,19 +295,16 @@ class PredictionLog:
                     self.max_rows,
                     self.dropped,
                 )
-            groups: dict[tuple[str, str, int], list[_Entry]] = {}
-            for entry in entries:
-                groups.setdefault((entry.endpoint, entry.version, entry.time_us // _HOUR_US), []).append(
-                    entry
-                )
             work, self._pending = self._pending, []
-            for key, group in groups.items():
+            for (endpoint, version, hour, _), group in groups.items():
                 try:
-                    work.append((key, build_table(group, worker=self.worker)))
+                    work.append(((endpoint, version, hour), build_table(group, worker=self.worker)))
                 except Exception:  # a bug: lose this group, never the thread
-                    log.exception("prediction log: could not build the rows of %s version %s", *key[:2])
+                    log.exception(
+                        "prediction log: could not build the rows of %s version %s", endpoint, version
+                    )
                     with self._lock:
-                        self.dropped += sum(e.rows for e in group)
+                        self.dropped += sum(group.rows)
             written = 0
             for key, table in work:
                 try:
@@ -284,8 +321,8 @@ class PredictionLog:
         when = datetime.fromtimestamp(hour * 3600, UTC)
         self._seq += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        name = f"{self.worker}-{stamp}-{self._seq:06d}-v{_segment(version)}.parquet"
-        blob_key = f"{PREFIX}/{_segment(endpoint)}/date={when:%Y-%m-%d}/hour={when:%H}/{name}"
+        name = f"{self.worker}-{stamp}-{self._seq:06d}-v{segment(version)}.parquet"
+        blob_key = f"{PREFIX}/{segment(endpoint)}/date={when:%Y-%m-%d}/hour={when:%H}/{name}"
         fd, tmp = tempfile.mkstemp(prefix="shipway-predictions-", suffix=".parquet")
         os.close(fd)
         try:
@@ -347,7 +384,7 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def _as_text(values: Iterable[Any]) -> pa.Array:
+def as_text(values: Iterable[Any]) -> pa.Array:
     return pa.array([None if _missing(v) else str(v) for v in values], pa.string())
 
 
@@ -356,7 +393,7 @@ def _arrow(values: Any, type_: pa.DataType | None) -> pa.Array:
     try:
         array = pa.array(values, from_pandas=True)
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
-        array = _as_text(values)  # mixed or odd objects: their text
+        array = as_text(values)  # mixed or odd objects: their text
     if type_ is None or array.type == type_:
         return array
     if pa.types.is_null(array.type):
@@ -365,15 +402,31 @@ def _arrow(values: Any, type_: pa.DataType | None) -> pa.Array:
         return array.cast(type_)
     except (pa.ArrowException, TypeError, ValueError):
         if type_ == pa.string():
-            return _as_text(values)
+            return as_text(values)
         raise
 
 
-def _column(parts: Sequence[Any], counts: Sequence[int], type_: pa.DataType | None) -> pa.Array:
-    """One column of a file from each request's values (None where a request lacks it)."""
-    if all(p is not None for p in parts):
+def _concatenate(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The requests' arrays end to end. Numbers of one dtype are joined as bytes, a few times
+    faster than ``np.concatenate`` on thousands of one-row arrays (the usual flush)."""
+    dtypes = list(map(_DTYPE, parts))
+    dtype = dtypes[0]
+    if dtype.kind in "biuf" and dtypes.count(dtype) == len(dtypes):
+        try:
+            return np.frombuffer(b"".join(parts), dtype)
+        except (BufferError, TypeError, ValueError):  # a strided view (a column of a V2 matrix)
+            pass
+    return np.concatenate(parts)
+
+
+def _column(
+    parts: Sequence[Any], counts: Sequence[int], type_: pa.DataType | None, *, whole: bool = False
+) -> pa.Array:
+    """One column of a file from each request's values (None where a request lacks it; ``whole``
+    when none does)."""
+    if whole or all(p is not None for p in parts):
         try:  # the common case: one concatenation, one conversion
-            return _arrow(parts[0] if len(parts) == 1 else np.concatenate(parts), type_)
+            return _arrow(parts[0] if len(parts) == 1 else _concatenate(parts), type_)
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
             pass
     arrays: list[pa.Array | None] = []
@@ -422,55 +475,42 @@ def _free(name: str, taken: set[str]) -> str:
     return name
 
 
-def build_table(entries: Sequence[_Entry], *, worker: str = "") -> pa.Table:
+def build_table(group: _Group, *, worker: str = "") -> pa.Table:
     """The rows of one file: requests of one (model, version), one row per input row."""
-    counts = np.fromiter((e.rows for e in entries), dtype=np.int64, count=len(entries))
+    counts = np.asarray(group.rows, dtype=np.int64)
     total = int(counts.sum())
+    single = len(counts) == 1
 
     def repeat(values: list[Any], type_: pa.DataType) -> pa.Array:
-        if len(entries) == 1:
+        if single:
             return pa.array(values * total, type_)
         column = np.empty(len(values), dtype=object)
         column[:] = values
         return pa.array(np.repeat(column, counts), type_)
 
+    def numbers(values: list[Any], dtype: Any) -> pa.Array:
+        return pa.array(np.repeat(np.asarray(values, dtype=dtype), counts))
+
     starts = np.repeat(np.cumsum(counts) - counts, counts)
     meta = {
-        "request_id": repeat([e.request_id for e in entries], pa.string()),
+        "request_id": repeat(group.request_ids, pa.string()),
         "row": pa.array((np.arange(total) - starts).astype(np.int32)),
-        "time": pa.array(np.repeat(np.array([e.time_us for e in entries], np.int64), counts), TIMESTAMP),
-        "model": repeat([e.endpoint for e in entries], pa.string()),
-        "version": repeat([e.version for e in entries], pa.string()),
-        "arm": repeat([e.arm for e in entries], pa.string()),
-        "status": pa.array(np.repeat(np.array([e.status for e in entries], np.int16), counts)),
-        "error": repeat([e.error for e in entries], pa.string()),
-        "latency_ms": pa.array(np.repeat(np.array([e.latency_ms for e in entries]), counts)),
-        "mirrored": pa.array(np.repeat(np.array([e.mirrored for e in entries], bool), counts)),
-        "rollout_id": repeat([e.rollout_id for e in entries], pa.string()),
+        "time": pa.array(np.repeat(np.asarray(group.times, dtype=np.int64), counts), TIMESTAMP),
+        "model": pa.array([group.endpoint] * total, pa.string()),
+        "version": pa.array([group.version] * total, pa.string()),
+        "arm": repeat(group.arms, pa.string()),
+        "status": numbers(group.statuses, np.int16),
+        "error": repeat(group.errors, pa.string()),
+        "latency_ms": numbers(group.latencies, np.float64),
+        "mirrored": numbers(group.mirrored, bool),
+        "rollout_id": repeat(group.rollouts, pa.string()),
     }
-    feature_names: dict[str, None] = {}
-    for e in entries:
-        feature_names.update(dict.fromkeys(e.features))
-    types = entries[0].types
+    types = group.plan.types
     features = {
-        name: _column([e.features.get(name) for e in entries], counts, types.get(name))
-        for name in feature_names
+        name: _column(values, counts, types.get(name), whole=name not in group.gaps)
+        for name, values in group.features.items()
     }
-    outputs = [_outputs(e.predictions, e.rows) if e.predictions is not None else {} for e in entries]
-    output_names: dict[str | None, None] = {}
-    for o in outputs:
-        output_names.update(dict.fromkeys(o))
-    if len(output_names) > 1:
-        output_names.pop(None, None)  # an unnamed output among named ones: a version changed shape
-    single = len(output_names) == 1
-    predictions = {
-        PREDICTION if single else f"{PREDICTION}.{name}": _column(
-            [o.get(name) if not single else next(iter(o.values()), None) for o in outputs], counts, None
-        )
-        for name in output_names
-    }
-    if not predictions:
-        predictions = {PREDICTION: pa.nulls(total)}
+    predictions = _predictions(group, counts, total)
     # Features keep their names; a metadata or prediction column named like one gives way.
     taken = set(features)
     renamed: dict[str, str] = {}
@@ -484,8 +524,8 @@ def build_table(entries: Sequence[_Entry], *, worker: str = "") -> pa.Table:
     columns.update({renamed.get(k, k): v for k, v in predictions.items()})
     info = {
         "format": FORMAT,
-        "model": entries[0].endpoint,
-        "version": entries[0].version,
+        "model": group.endpoint,
+        "version": group.version,
         "worker": worker,
         "features": list(features),
         "predictions": [renamed.get(k, k) for k in predictions],
@@ -495,227 +535,20 @@ def build_table(entries: Sequence[_Entry], *, worker: str = "") -> pa.Table:
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(info).encode()})
 
 
-# -- reading -----------------------------------------------------------------------------------
-
-
-def _instant(value: datetime | None, what: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        raise InvalidInput(f"{what} must be a datetime (naive ones are read as UTC), not {value!r}.")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _hour_of(key: str) -> datetime | None:
-    match = _PART.search(key)
-    if match is None:
-        return None
-    try:
-        return datetime.strptime(f"{match[1]} {match[2]}", "%Y-%m-%d %H").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def _version_of(key: str) -> str | None:
-    stem = key.rsplit("/", 1)[-1].removesuffix(".parquet")
-    return unquote(stem.rsplit("-v", 1)[1]) if "-v" in stem else None
-
-
-def _keys(
-    backend: Any, model: str, since: datetime | None, until: datetime | None, version: str | None
-) -> list[str]:
-    """The files that may hold rows of ``model`` between ``since`` and ``until``, in key order."""
-    base = f"{PREFIX}/{_segment(model)}/"
-    if since is not None and until is not None and until - since <= timedelta(days=31):
-        day, prefixes = since.date(), []
-        while day <= until.date():
-            prefixes.append(f"{base}date={day:%Y-%m-%d}/")
-            day += timedelta(days=1)
-    else:
-        prefixes = [base]
-    keys = []
-    for prefix in prefixes:
-        for key in backend.list(prefix):
-            if not key.endswith(".parquet"):
-                continue
-            hour = _hour_of(key)
-            if hour is not None:
-                if since is not None and hour + timedelta(hours=1) <= since:
-                    continue
-                if until is not None and hour >= until:
-                    continue
-            if version is not None and _version_of(key) not in (None, version):
-                continue
-            keys.append(key)
-    return sorted(keys)
-
-
-def _file_info(schema: pa.Schema) -> dict[str, Any]:
-    raw = (schema.metadata or {}).get(METADATA_KEY)
-    try:
-        info = json.loads(raw) if raw else {}
-    except ValueError:
-        info = {}
-    return info if isinstance(info, dict) else {}
-
-
-def iter_prediction_batches(
-    model: str,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    version: str | int | None = None,
-    columns: Sequence[str] | None = None,
-    include_mirrored: bool = False,
-    store: Store | None = None,
-    batch_size: int = 65_536,
-) -> Iterator[pa.RecordBatch]:
-    """Logged rows of ``model`` with ``since <= time < until``, a file's batches at a time.
-
-    Only files whose date and hour (in their key) overlap the range are fetched, one at a time,
-    so memory stays bounded by ``batch_size``. Each batch has the columns of its file (features
-    differ between versions), or exactly ``columns`` in that order (null where a file lacks
-    one). Shadow copies (``mirrored``) are left out unless ``include_mirrored``.
-    """
-    start, end = _instant(since, "since"), _instant(until, "until")
-    if start is not None and end is not None and start >= end:
-        raise InvalidInput(f"since ({start.isoformat()}) must be before until ({end.isoformat()}).")
-    wanted = str(version) if version is not None else None
-    backend = (store or get_store(connect=False)).blobs.backend
-    for key in _keys(backend, model, start, end, wanted):
-        with tempfile.TemporaryDirectory(prefix="shipway-predictions-") as tmp:
-            path = Path(tmp) / "part.parquet"
-            backend.get(key, path)
-            try:
-                parquet = pq.ParquetFile(path)
-            except (pa.ArrowException, OSError) as exc:
-                raise IntegrityError(
-                    f"{key} in the artifact store {backend.uri} is not a readable parquet file ({exc}); "
-                    "the log never writes one partly, so it was altered: restore or delete it."
-                ) from None
-            with parquet:
-                schema = parquet.schema_arrow
-                info = _file_info(schema)
-                if wanted is not None and str(info.get("version")) != wanted:
-                    continue
-                renamed = info.get("renamed") or {}
-                time_column = renamed.get("time", "time")
-                mirrored_column = renamed.get("mirrored", "mirrored")
-                names = schema.names
-                filters = [time_column] if start is not None or end is not None else []
-                if not include_mirrored:
-                    filters.append(mirrored_column)
-                read = None
-                if columns is not None:
-                    read = [c for c in dict.fromkeys([*columns, *filters]) if c in names]
-                for batch in parquet.iter_batches(batch_size=batch_size, columns=read):
-                    batch = _filter(batch, start, end, time_column, mirrored_column, include_mirrored)
-                    if columns is not None:
-                        batch = _select(batch, columns)
-                    if batch.num_rows:
-                        yield batch
-
-
-def _filter(
-    batch: pa.RecordBatch,
-    start: datetime | None,
-    end: datetime | None,
-    time_column: str,
-    mirrored_column: str,
-    include_mirrored: bool,
-) -> pa.RecordBatch:
-    masks = []
-    if start is not None:
-        masks.append(pc.greater_equal(batch[time_column], pa.scalar(start, TIMESTAMP)))
-    if end is not None:
-        masks.append(pc.less(batch[time_column], pa.scalar(end, TIMESTAMP)))
-    if not include_mirrored:
-        masks.append(pc.invert(batch[mirrored_column]))
-    if not masks:
-        return batch
-    mask = masks[0]
-    for more in masks[1:]:
-        mask = pc.and_(mask, more)
-    return batch.filter(mask)
-
-
-def _select(batch: pa.RecordBatch, columns: Sequence[str]) -> pa.RecordBatch:
-    names = batch.schema.names
-    arrays = [batch.column(c) if c in names else pa.nulls(batch.num_rows, _known_type(c)) for c in columns]
-    return pa.RecordBatch.from_arrays(arrays, names=list(columns))
-
-
-def _known_type(name: str) -> pa.DataType:
-    index = METADATA.get_field_index(name)
-    return METADATA.field(index).type if index >= 0 else pa.null()
-
-
-def read_predictions(
-    model: str,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    version: str | int | None = None,
-    columns: Sequence[str] | None = None,
-    include_mirrored: bool = False,
-    store: Store | None = None,
-) -> pa.Table:
-    """Logged rows of ``model`` as one table (see :func:`iter_prediction_batches`).
-
-    Files with different columns are combined under the union of their columns (null where a
-    file lacks one); a column whose type differs between files takes the wider numeric type, or
-    text.
-    """
-    batches = list(
-        iter_prediction_batches(
-            model,
-            since=since,
-            until=until,
-            version=version,
-            columns=columns,
-            include_mirrored=include_mirrored,
-            store=store,
-        )
-    )
-    if not batches:
-        names = list(columns) if columns is not None else METADATA.names
-        return pa.table({n: pa.array([], _known_type(n)) for n in names})
-    return _combine(batches)
-
-
-def _wider(types: list[pa.DataType]) -> pa.DataType:
-    kinds = [t for t in dict.fromkeys(types) if not pa.types.is_null(t)]
-    if not kinds:
-        return pa.null()
-    if len(kinds) == 1:
-        return kinds[0]
-    if all(pa.types.is_integer(t) for t in kinds):
-        return pa.int64()
-    if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in kinds):
-        return pa.float64()
-    return pa.string()
-
-
-def _combine(batches: list[pa.RecordBatch]) -> pa.Table:
-    order: dict[str, list[pa.DataType]] = {}
-    for batch in batches:
-        for f in batch.schema:
-            order.setdefault(f.name, []).append(f.type)
-    schema = pa.schema([(name, _wider(types)) for name, types in order.items()])
-    tables = []
-    for batch in batches:
-        names = batch.schema.names
-        arrays = []
-        for f in schema:
-            if f.name not in names:
-                arrays.append(pa.nulls(batch.num_rows, f.type))
-                continue
-            column = batch.column(f.name)
-            if column.type != f.type:
-                try:
-                    column = column.cast(f.type)
-                except (pa.ArrowException, TypeError, ValueError):
-                    column = _as_text(column.to_pylist())
-            arrays.append(column)
-        tables.append(pa.Table.from_arrays(arrays, schema=schema))
-    return pa.concat_tables(tables)
+def _predictions(group: _Group, counts: np.ndarray, total: int) -> dict[str, pa.Array]:
+    """``prediction``, or ``prediction.<name>`` for each of several outputs (null where failed)."""
+    if group.simple:  # the common case: each request's answer is one 1-D array
+        return {PREDICTION: _column(group.predictions, counts, None, whole=True)}
+    outputs = [
+        _outputs(p, n) if p is not None else {} for p, n in zip(group.predictions, group.rows, strict=True)
+    ]
+    names: dict[str | None, None] = {}
+    for o in outputs:
+        names.update(dict.fromkeys(o))
+    if len(names) > 1:
+        names.pop(None, None)  # an unnamed output among named ones: the version changed shape
+    if not names:
+        return {PREDICTION: pa.nulls(total)}
+    if len(names) == 1:
+        return {PREDICTION: _column([next(iter(o.values()), None) for o in outputs], counts, None)}
+    return {f"{PREDICTION}.{name}": _column([o.get(name) for o in outputs], counts, None) for name in names}
