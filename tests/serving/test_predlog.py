@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -198,6 +199,48 @@ def test_pii_and_sticky_fields_never_reach_any_file_byte(churn_data, start_serve
     table = read_predictions("churn")
     assert "email" not in table.schema.names and "customer_id" not in table.schema.names
     assert table.num_rows == 6
+
+
+def test_waiting_rows_hold_no_view_of_the_request_body(churn_data, start_server) -> None:  # type: ignore[no-untyped-def]
+    frame, _ = churn_data
+    example = frame.head(20).assign(phone=np.arange(20, dtype=np.int64) + 5550000)
+
+    def model(rows: pd.DataFrame) -> np.ndarray:
+        return (rows["tenure"] < 20).astype(np.int64).to_numpy()
+
+    shipway.register_model(model, name="churn", input_example=example, pii=["phone"])
+    app = ServingApp()
+    plog = PredictionLog(flush_seconds=60)
+    app.listeners.append(plog)
+    app.deploy("churn", "models:/churn/1", trust=True)
+    client = start_server(app).client
+    tensors = [
+        ("tenure", "INT64", np.array([3, 40], dtype="<i8").tobytes()),
+        ("charges", "FP64", np.array([80.5, 55.0], dtype="<f8").tobytes()),
+        ("plan", "BYTES", b"".join(len(v).to_bytes(4, "little") + v for v in (b"basic", b"pro"))),
+        ("phone", "INT64", np.array([5551234, 5556789], dtype="<i8").tobytes()),
+    ]
+    inputs = [
+        {"name": n, "shape": [2], "datatype": d, "parameters": {"binary_data_size": len(b)}}
+        for n, d, b in tensors
+    ]
+    header = orjson.dumps({"inputs": inputs})
+    answer = client.post(
+        "/v2/models/churn/infer",
+        content=header + b"".join(b for _, _, b in tensors),
+        headers={"inference-header-content-length": str(len(header))},
+    )
+    assert answer.status_code == 200, answer.text
+    (group,) = plog._groups.values()  # what waits for the flush
+    kept = [a for values in group.features.values() for a in values]
+    assert sorted(group.features) == ["charges", "plan", "tenure"] and len(kept) == 3
+    for array in kept:  # each owns its values: none keeps the body (and the phone numbers) alive
+        owner = array
+        while owner.base is not None:
+            owner = owner.base
+            assert isinstance(owner, np.ndarray) and owner.nbytes == array.nbytes, type(owner)
+    plog.flush()
+    assert read_predictions("churn")["tenure"].to_pylist() == [3, 40]
 
 
 def test_a_feature_named_like_a_metadata_column_keeps_its_name(start_server) -> None:  # type: ignore[no-untyped-def]

@@ -119,6 +119,18 @@ def _plan(signature: Signature | None) -> _Plan:
     return _Plan(signature, tuple(c.name for c in kept), {c.name: KIND_TYPES.get(c.kind) for c in kept})
 
 
+def _own(column: np.ndarray) -> np.ndarray:
+    """``column``, copied when it is a view of more than itself: a binary V2 tensor views the
+    whole request body, a column of a [rows, columns] input the whole matrix, and keeping the
+    view would keep the other columns (PII among them) in memory until the flush."""
+    base = column.base
+    while type(base) is np.ndarray and base.nbytes == column.nbytes:
+        if base.base is None:
+            return column  # a reshaped array that owns exactly these values
+        base = base.base
+    return column.copy()
+
+
 class _Group:
     """The requests of one (model, version, hour) waiting to be written, kept column by column so
     that writing them is one concatenation per column."""
@@ -176,10 +188,14 @@ class _Group:
             column = columns.get(name)
             if column is None:
                 self.gaps.add(name)
+            elif column.base is not None:
+                column = _own(column)
             values.append(column)
         if self.plan.features is None:  # no signature: every column sent, as it first appears
             for name, column in columns.items():
                 if name not in self.features:
+                    if column.base is not None:
+                        column = _own(column)
                     self.features[name] = [*([None] * (len(self.rows) - 1)), column]
                     if len(self.rows) > 1:
                         self.gaps.add(name)
@@ -506,10 +522,11 @@ def build_table(group: _Group, *, worker: str = "") -> pa.Table:
         "rollout_id": repeat(group.rollouts, pa.string()),
     }
     types = group.plan.types
-    features = {
-        name: _column(values, counts, types.get(name), whole=name not in group.gaps)
-        for name, values in group.features.items()
-    }
+    features = {}
+    for name, values in group.features.items():
+        features[name] = _column(values, counts, types.get(name), whole=name not in group.gaps)
+        time.sleep(0)  # let the event loop take the GIL between columns, not after 5 ms
+
     predictions = _predictions(group, counts, total)
     # Features keep their names; a metadata or prediction column named like one gives way.
     taken = set(features)
