@@ -29,6 +29,7 @@ MODEL = "tumor-classifier"
 HOLDOUT = "tumor-holdout"
 TARGET = "benign"
 APPROVER = "demo-approver"
+MARKER = ".shipway-quickstart"  # marks a directory the quickstart made, so --force may delete it
 FEATURES = {
     "mean radius": "radius",
     "mean texture": "texture",
@@ -160,13 +161,19 @@ def run(
     _require_sklearn()
     home = Path(directory).resolve()
     if home.exists() and any(home.iterdir()):
+        if not (home / MARKER).is_file():
+            raise InvalidInput(
+                f"{home} is not empty and is not a quickstart's directory: the quickstart builds its own "
+                "store in a new or empty directory. Pick one with --dir."
+            )
         if not force:
             raise InvalidInput(
-                f"{home} already exists and is not empty: the quickstart builds its own store there. "
-                "Pass --force to start it again from nothing, or --dir to use another directory."
+                f"{home} holds an earlier quickstart's store. Pass --force to start again from nothing "
+                "(it deletes that directory), or --dir to use another one."
             )
-        shutil.rmtree(home)
+        shutil.rmtree(home)  # only a directory an earlier quickstart made (it has the marker)
     home.mkdir(parents=True, exist_ok=True)
+    (home / MARKER).write_text("Made by `shipway quickstart`; --force deletes this directory.\n")
     result = QuickstartResult(home=home)
     narrator = Narrator(print_)
     with _store_at(home):

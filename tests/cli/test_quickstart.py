@@ -70,6 +70,17 @@ print(json.dumps({
     assert state["alerts"] == [["tumor-drift", "firing"]]
     assert state["audit"] is True
 
-    # A second run refuses to overwrite its store unless asked to.
+    # A second run refuses to overwrite its store unless asked to, and --force never deletes a
+    # directory the quickstart did not make.
     again = subprocess.run(["shipway", "quickstart"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert again.returncode == 2 and "--force" in again.stderr
+    (tmp_path / "notes.txt").write_text("mine")
+    here = subprocess.run(
+        ["shipway", "quickstart", "--dir", ".", "--force"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert here.returncode == 2 and "not a quickstart's directory" in here.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -88,6 +88,8 @@ def test_kpis_count_deployments_failures_lead_time_and_restore(store: Store) -> 
         delivery_kpis("prod", model="fraud", store=store)
     with pytest.raises(InvalidInput, match="not a duration"):
         delivery_kpis("prod", since="a month", store=store)
+    with pytest.raises(InvalidInput, match="longer than nothing"):
+        delivery_kpis("prod", since="0d", store=store)
 
 
 def test_kpis_command(shipway_home: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -86,3 +87,24 @@ def test_a_moved_alias_switches_the_endpoint_under_load_with_no_failed_request( 
     time.sleep(0.2)
     assert errors == ["churn models:/churn@prod"]
     assert server.client.post("/v1/models/churn/predict", json=ROW).status_code == 200
+
+
+def test_a_pinned_version_that_failed_to_load_is_retried(churn, start_server) -> None:  # type: ignore[no-untyped-def]
+    store = get_store()
+    artifacts = Path(store.blobs.uri)
+    hidden = artifacts.with_name("artifacts-away")
+    artifacts.rename(hidden)  # the artifact store is unreachable when the server starts
+    app = ServingApp(store=store)
+    follower = TargetSync(
+        app, [Target("churn", "models:/churn/1")], store=store, interval=0.05, retry_after=0.2
+    )
+    app.on_close.append(follower.stop)
+    server = start_server(app)
+    errors: list[str] = []
+    follower.on_error = lambda endpoint, uri, exc: errors.append(uri)
+    follower.start()
+    _until(follower.loaded.is_set, 60, "the first try")
+    assert server.client.post("/v1/models/churn/predict", json=ROW).status_code == 503
+    hidden.rename(artifacts)  # it is back
+    _until(lambda: server.client.post("/v1/models/churn/predict", json=ROW).status_code == 200, 30, "a retry")
+    assert errors and errors[0] == "models:/churn/1"

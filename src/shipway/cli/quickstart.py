@@ -16,7 +16,7 @@ def quickstart(
         Path, typer.Option("--dir", help="Where the quickstart keeps its own store.")
     ] = Path("shipway-quickstart"),
     force: Annotated[
-        bool, typer.Option("--force", help="Start again from nothing if --dir has a store.")
+        bool, typer.Option("--force", help="Delete an earlier quickstart's --dir and start again.")
     ] = False,
 ) -> None:
     """Run the whole loop on a bundled example, narrating each step: track a training run, register

@@ -77,7 +77,10 @@ def delivery_kpis(
     (``30d``, ``12h``, ``2w`` ...) ending at ``until`` (ms; default now)."""
     store = store or get_store()
     end = now_ms() if until is None else until
-    start = end - parse_duration_ms(since)
+    length = parse_duration_ms(since)
+    if length <= 0:
+        raise InvalidInput(f"The window must be longer than nothing, not {since!r}: use 7d, 30d, 12h or 2w.")
+    start = end - length
     trained = sa.func.coalesce(_RUNS.c.start_time, _V.c.created_at)
     query = (
         sa.select(_R.c.started_at, _R.c.ended_at, _R.c.outcome, trained.label("trained_at"), _M.c.name)

@@ -41,12 +41,14 @@ def labelled_by_arm(store: Store, model: str, rollout_id: str) -> dict[str, tupl
     if started is None:
         return {}
     since = datetime.fromtimestamp(started / 1000, tz=UTC)
+    until = datetime.now(UTC)  # files written after this pass wait for the next one
     labels = read_labels(model, since=since, store=store).table
     if labels.num_rows == 0:
         return {}
     logged = read_predictions(
         model,
         since=since,
+        until=until,
         columns=["request_id", "row", "time", "arm", "rollout_id", "status", "prediction"],
         store=store,
     )

@@ -94,8 +94,8 @@ class TargetSync:
         """Switch every target whose alias moved to the version it names now; the endpoints switched."""
         switched = []
         for target in self.targets:
-            if not target.moves:
-                continue
+            if not target.moves and target.endpoint in self._serving:
+                continue  # pinned, and serving: it never moves (one that failed to load is retried)
             try:
                 version = resolve(target.uri, store=self.store)
             except ShipwayError as exc:  # the alias was removed, say: keep answering, say so once
