@@ -267,6 +267,9 @@ def test_a_feature_named_like_a_metadata_column_keeps_its_name(start_server) -> 
     assert (row["time"], row["prediction"], row["_time"], row["_prediction"]) == (4.0, 0.3, 7, 40.0)
     assert isinstance(row["__time"], datetime)
     assert read_predictions("clock", until=since).num_rows == 0
+    # Asked for by name, metadata columns are the metadata, wherever the file put them.
+    (picked,) = read_predictions("clock", columns=["time", "prediction", "status"]).to_pylist()
+    assert isinstance(picked["time"], datetime) and picked["prediction"] == 40.0 and picked["status"] == 200
 
 
 def test_shadow_copies_and_failures_are_logged_as_mirrored(churn_data, classifier, start_server) -> None:  # type: ignore[no-untyped-def]
@@ -381,6 +384,40 @@ def test_the_thread_flushes_on_time_and_on_rows_and_stop_flushes_the_rest() -> N
     plog.stop()
     ids = sorted(set(read_predictions("churn")["request_id"].to_pylist()))
     assert ids == ["a", "b", "c", "timed"]
+
+
+def _artifacts_unreachable() -> tuple[Path, Path]:
+    """Make the local artifact store refuse writes: its folder becomes a file."""
+    artifacts = Path(get_store().blobs.uri)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    away = artifacts.with_name("artifacts-away")
+    artifacts.rename(away)
+    artifacts.write_text("not a folder")
+    return artifacts, away
+
+
+def test_stop_retries_a_write_the_store_refused_then_says_what_was_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    artifacts, away = _artifacts_unreachable()
+    plog = PredictionLog(flush_seconds=3600).start()
+    plog(_event("late"))
+
+    def back() -> None:
+        time.sleep(0.7)
+        artifacts.unlink()
+        away.rename(artifacts)
+
+    threading.Thread(target=back, daemon=True).start()
+    plog.stop()  # the first write fails; a retry after the store is back succeeds
+    assert plog.dropped == 0 and read_predictions("churn")["request_id"].to_pylist() == ["late"] * 2
+
+    artifacts, away = _artifacts_unreachable()
+    gone = PredictionLog(flush_seconds=3600).start()
+    gone(_event("lost"))
+    with caplog.at_level(logging.ERROR, logger="shipway.serving"):
+        gone.stop()
+    assert gone.dropped == 2 and "2 row(s) could not be stored before shutdown" in caplog.text
 
 
 # -- reading -----------------------------------------------------------------------------------

@@ -391,6 +391,17 @@ class PredictionLog:
         if thread is not None:
             thread.join(timeout)
         self.flush()
+        for wait in (0.5, 1.0, 2.0):  # the store refused the last writes: a few more tries, then say so
+            if not self._pending:
+                return
+            time.sleep(wait)
+            self.flush()
+        if self._pending:
+            lost = sum(t.num_rows for _, t in self._pending)
+            self._pending = []
+            with self._lock:
+                self.dropped += lost
+            log.error("prediction log: %d row(s) could not be stored before shutdown and are lost", lost)
 
 
 # -- building a file ---------------------------------------------------------------------------

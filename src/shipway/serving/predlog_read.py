@@ -104,7 +104,10 @@ def iter_prediction_batches(
     Only files whose date and hour (in their key) overlap the range are fetched, one at a time,
     so memory stays bounded by ``batch_size``. Each batch has the columns of its file (features
     differ between versions), or exactly ``columns`` in that order (null where a file lacks
-    one). Shadow copies (``mirrored``) are left out unless ``include_mirrored``.
+    one). In ``columns`` a name the log writes (``status``, ``arm``, ``time``, ``prediction`` ...)
+    means the log's column, also in a file that renamed it because a feature has that name; read
+    such a feature with ``columns=None``. Shadow copies (``mirrored``) are left out unless
+    ``include_mirrored``.
     """
     start, end = _instant(since, "since"), _instant(until, "until")
     if start is not None and end is not None and start >= end:
@@ -135,12 +138,15 @@ def iter_prediction_batches(
                 if not include_mirrored:
                     filters.append(mirrored_column)
                 read = None
+                # A name the log writes (metadata, predictions) means the log's column, wherever
+                # this file put it.
+                real = {c: renamed.get(c, c) for c in columns or ()}
                 if columns is not None:
-                    read = [c for c in dict.fromkeys([*columns, *filters]) if c in names]
+                    read = [c for c in dict.fromkeys([*real.values(), *filters]) if c in names]
                 for batch in parquet.iter_batches(batch_size=batch_size, columns=read):
                     batch = _filter(batch, start, end, time_column, mirrored_column, include_mirrored)
                     if columns is not None:
-                        batch = _select(batch, columns)
+                        batch = _select(batch, columns, real)
                     if batch.num_rows:
                         yield batch
 
@@ -168,9 +174,12 @@ def _filter(
     return batch.filter(mask)
 
 
-def _select(batch: pa.RecordBatch, columns: Sequence[str]) -> pa.RecordBatch:
+def _select(batch: pa.RecordBatch, columns: Sequence[str], real: dict[str, str]) -> pa.RecordBatch:
     names = batch.schema.names
-    arrays = [batch.column(c) if c in names else pa.nulls(batch.num_rows, _known_type(c)) for c in columns]
+    arrays = [
+        batch.column(real[c]) if real[c] in names else pa.nulls(batch.num_rows, _known_type(c))
+        for c in columns
+    ]
     return pa.RecordBatch.from_arrays(arrays, names=list(columns))
 
 
