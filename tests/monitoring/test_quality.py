@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -196,3 +197,47 @@ def test_arms_of_a_rollout_are_scored_apart(customers, churn, fitted, training, 
         "stable": (200, 200),
     }
     assert {r.key: r.labelled for r in report.group("version")} == {"1": 200, "2": 100}
+
+
+def test_a_missing_prediction_leaves_out_its_row_in_every_group(churn) -> None:  # type: ignore[no-untyped-def]
+    # A regression model answered [1.0, NaN] in a labelled request (and NaN in a second arm): the
+    # NaN rows are left out of the metrics, and of every arm, version and time group alike.
+    log = PredictionLog(flush_seconds=3600)
+    columns = {"tenure": np.array([1, 2, 3]), "charges": np.array([50.0, 60.0, 70.0])}
+    log(PredictionEvent("churn", "1", "stable", "n0", columns, np.array([1.0, np.nan, 3.0]), 0.001))
+    log(PredictionEvent("churn", "1", "candidate", "n1", columns, np.array([np.nan, 2.0, 4.0]), 0.001))
+    log.flush()
+    record_feedback(
+        "churn", [{"request_id": f"n{k}", "row": r, "label": 2.0} for k in (0, 1) for r in range(3)]
+    )
+    report = live_quality("churn", window="15m", task="regression")
+    assert report.labelled == 4 and report.overall.predictions == 6
+    arms = {r.key: r for r in report.group("arm")}
+    assert (arms["stable"].labelled, arms["candidate"].labelled) == (2, 2)
+    assert arms["stable"].metrics["mae"] == pytest.approx(1.0)
+    assert arms["candidate"].metrics["mae"] == pytest.approx(1.0)
+    assert sum(r.labelled for r in report.group("time")) == 4
+    assert [r.labelled for r in report.group("version")] == [4]
+
+
+def test_predictions_of_several_values_per_row_are_refused_in_one_line(churn) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    log = PredictionLog(flush_seconds=3600)
+    columns = {"tenure": np.array([1, 2]), "charges": np.array([50.0, 60.0])}
+    log(PredictionEvent("churn", "1", "stable", "m0", columns, np.ones((2, 2, 2)), 0.001))  # a list per row
+    log.flush()
+    record_feedback("churn", [{"request_id": "m0", "row": 0, "label": 1}])
+    with pytest.raises(shipway.InvalidInput, match="holds a list of values per row"):
+        live_quality("churn", window="15m")
+    out = subprocess.run(
+        [sys.executable, "-m", "shipway", "monitor", "quality", "churn", "--window", "15m"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("Error: The prediction log's column 'prediction' holds a list")
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -252,7 +252,7 @@ def live_quality(
             "last one received counts, each prediction once."
         )
     table = _latest_per_key(joined, notes)
-    y_true, y_pred, y_score = _aligned(table, prediction_type)
+    table, y_true, y_pred, y_score = _aligned(table, prediction_type)
     kind = task or _task(target, y_true, y_pred, prediction_type)
     metrics = list(METRICS[kind])
     if kind == CLASSIFICATION and columns[1] is None:
@@ -340,7 +340,20 @@ def _outputs(batch: Any, prediction: str | None, score: str | None) -> tuple[str
             if name != prediction and hinted and pa.types.is_floating(batch.batch.column(real).type):
                 score = name
                 break
+    for name in (prediction, score):
+        if name is not None and _nested(batch.batch.column(shown[name]).type):
+            raise InvalidInput(
+                f"The prediction log's column {name!r} holds a list of values per row, and live quality "
+                "compares one value per row with its label; name a column of single values with "
+                f"prediction= (and score=) if the model logs one: it logs {', '.join(shown)}."
+            )
     return prediction, score
+
+
+def _nested(type_: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_nested(type_))
 
 
 def _real_column(batch: Any, name: str) -> Any:
@@ -406,8 +419,10 @@ def _strings(table: Any, column: str) -> np.ndarray:
     return np.array(["-" if v is None else str(v) for v in values], dtype=object)
 
 
-def _aligned(table: Any, prediction_type: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Labels and predictions as arrays of one kind: numbers (float64) or text."""
+def _aligned(table: Any, prediction_type: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Labels and predictions as arrays of one kind: numbers (float64) or text, without the rows
+    whose prediction or score is missing (null or NaN); the table without them too, so the arm,
+    version and time groups built from it line up with the arrays."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -437,9 +452,10 @@ def _aligned(table: Any, prediction_type: Any) -> tuple[np.ndarray, np.ndarray, 
     if y_score is not None:
         keep &= ~np.isnan(y_score)
     if not keep.all():
+        table = table.filter(pa.array(keep, pa.bool_()))
         y_true, y_pred = y_true[keep], y_pred[keep]
         y_score = None if y_score is None else y_score[keep]
-    return y_true, y_pred, y_score
+    return table, y_true, y_pred, y_score
 
 
 def _task(target: Any, y_true: np.ndarray, y_pred: np.ndarray, prediction_type: Any) -> str:
