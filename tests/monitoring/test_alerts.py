@@ -88,12 +88,15 @@ def registered(store: Store) -> Store:
     return store
 
 
-def traffic(store: Store, minute: int, requests: int, errors: int, worker: str = "w1") -> None:
-    """``requests`` answered in 3 ms in minute ``minute`` (after T0), ``errors`` of them 5xx."""
+def traffic(
+    store: Store, minute: int, requests: int, errors: int, worker: str = "w1", environment: str = "prod"
+) -> None:
+    """``requests`` answered in 3 ms in minute ``minute`` (after T0) in ``environment``, ``errors``
+    of them 5xx."""
     counts = Counts()
     for i in range(requests):
         counts.record(0.003, error=i < errors)
-    record_traffic(store, worker, {("churn", "1", T0 + minute * MINUTE_MS): counts})
+    record_traffic(store, worker, {("churn", "1", T0 + minute * MINUTE_MS): counts}, environment=environment)
 
 
 def at(minute: float) -> int:
@@ -196,6 +199,18 @@ def test_no_data_never_fires_but_traffic_that_stopped_does(registered: Store) ->
     add_rule("churn", "requests", below=10, window="5m", store=store)
     moved = Monitor(store).evaluate_once(at(30))
     assert [(t.rule, t.after, t.value) for t in moved] == [("churn-requests-below-10", "firing", 0.0)]
+
+
+def test_a_rule_reads_only_the_traffic_of_its_environment(registered: Store) -> None:
+    store = registered
+    add_rule("churn", "error_rate", above=0.05, window="5m", actions=["rollback"], name="prod", store=store)
+    add_rule(
+        "churn", "error_rate", above=0.05, window="5m", environment="staging", name="staging", store=store
+    )
+    traffic(store, 0, 100, 0)
+    traffic(store, 0, 100, 60, environment="staging")  # a failing canary served by `--env staging`
+    moved = Monitor(store).evaluate_once(at(0.5))
+    assert [(t.rule, t.after, t.value) for t in moved] == [("staging", "firing", 0.6)]
 
 
 def test_latency_rules_read_the_histogram(registered: Store) -> None:

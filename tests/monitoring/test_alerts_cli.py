@@ -32,7 +32,9 @@ def test_slos_and_alerts_from_the_command_line() -> None:
     assert "99.9% of requests without a server error and 95% of requests within 64 ms" in out.stdout
     assert "50 ms is not a bound of the latency histogram" in out.stderr and "uses 64 ms" in out.stderr
     show = sh("slo", "show", "churn")
-    assert "budget left" in show.stdout and "no data" in show.stdout
+    assert (
+        "budget left" in show.stdout and "no data" in show.stdout and "SLO for churn in prod" in show.stdout
+    )
 
     added = sh("alerts", "add", "churn", "--metric", "requests", "--below", "10", "--window", "10m")
     assert "Rule churn-requests-below-10: alert when churn's requests below 10 over 10m." in added.stdout
@@ -60,6 +62,8 @@ def test_slos_and_alerts_from_the_command_line() -> None:
 
     assert sh("alerts", "delete", "churn-requests-below-10").returncode == 0
     assert json.loads(sh("alerts", "list", "--json").stdout)[0]["state"] == "resolved"
+    staging = sh("slo", "set", "churn", "--availability", "99", "--env", "staging", "--json")
+    assert json.loads(staging.stdout)["environment"] == "staging", staging.stderr
     assert sh("slo", "delete", "churn").returncode == 0
 
     for args, code, message in (
@@ -71,6 +75,7 @@ def test_slos_and_alerts_from_the_command_line() -> None:
         (("alerts", "ack", "ffffffff"), 3, "No alert with id"),
         (("slo", "show", "churn"), 3, "shipway slo set churn"),
         (("slo", "set", "churn", "--availability", "0.999"), 2, "reads as a fraction"),
+        (("slo", "set", "churn", "--availability", "99", "--env", "pr od"), 2, "Environment 'pr od'"),
         (("alerts", "silence", "fraud", "--for", "1h"), 3, "No model named 'fraud'"),
     ):
         failed = sh(*args)

@@ -59,7 +59,7 @@ def server() -> Iterator[tuple[str, TrafficRecorder]]:
     config = RolloutConfig(steps=(50, 100), step_duration_ms=3_600_000, min_requests=10_000)
     assert deploy("churn", "prod", config=config, store=store).candidate_version == 2
     app = ServingApp(store=store)
-    recorder = TrafficRecorder(store, worker="w1", interval=0.1)
+    recorder = TrafficRecorder(store, environment="prod", worker="w1", interval=0.1)
     app.listeners.append(recorder)
     sync = DeploymentSync(app, "prod", store=store, trust=True, interval=0.1)
     app.on_close.extend([sync.stop, recorder.stop])
@@ -101,7 +101,7 @@ def test_an_error_rate_alert_rolls_the_rollout_back(server: tuple[str, TrafficRe
         failed = sum(status == 500 for status, _ in answers)
         assert failed and all(v == "2" for status, v in answers if status == 500)
         recorder.flush()
-        totals = window_totals(store, "churn", {"1m": 60_000})["1m"]
+        totals = window_totals(store, "churn", {"1m": 60_000}, environment="prod")["1m"]
         assert (totals.requests, totals.errors) == (200, failed), "every answer counted, 5xx as errors"
 
         (fired,) = monitor.evaluate_once()

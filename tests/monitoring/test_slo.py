@@ -41,6 +41,7 @@ def feed(
     slow_ms: float = 200.0,
     latency_bad: float | None = None,
     worker: str = "w1",
+    environment: str = "prod",
 ) -> None:
     """``per_minute`` requests in each of ``minutes`` minutes ending ``ago`` minutes before NOW, a
     ``bad`` share failing with a 5xx and a ``latency_bad`` share (default: ``bad``) slower than
@@ -52,7 +53,7 @@ def feed(
     latency = [(per_minute - slow) * (b >= 0.003) + slow * (slow_ms / 1000 <= b) for b in LATENCY_BUCKETS]
     for m in range(minutes):
         rows[("churn", "1", last - m * MINUTE_MS)] = Counts(per_minute, errors, list(latency))
-    record_traffic(store, worker, rows)
+    record_traffic(store, worker, rows, environment=environment)
 
 
 def active(store: Store) -> set[str]:
@@ -85,6 +86,22 @@ def test_setting_an_slo_checks_its_objectives(churn: Store) -> None:
         get_slo("churn", store=store)
     actions = [e.action for e in audit.entries(subject="slo/churn", store=store)]
     assert actions == ["slo.set", "slo.set", "slo.deleted"]
+
+
+def test_an_slo_counts_only_the_traffic_of_its_environment(churn: Store) -> None:
+    store = churn
+    assert set_slo("churn", availability=99.9, store=store).environment == "prod"
+    feed(store, minutes=60, per_minute=1000, bad=0.0)
+    feed(store, minutes=60, per_minute=1000, bad=0.5, environment="staging")
+    status = slo_status("churn", now=NOW, store=store)
+    assert status["environment"] == "prod" and status["objectives"][0]["bad_30d"] == 0
+    assert status["objectives"][0]["budget_left"] == 1.0 and active(store) == set()
+    assert set_slo("churn", availability=99.9, environment="staging", store=store).environment == "staging"
+    assert get_slo("churn", store=store).environment == "staging"
+    assert slo_status("churn", now=NOW, store=store)["objectives"][0]["bad_30d"] == 30_000
+    assert active(store) == {"slo:availability:page", "slo:availability:ticket"}
+    with pytest.raises(InvalidInput, match="Environment 'pr od' is not allowed"):
+        set_slo("churn", availability=99.9, environment="pr od", store=store)
 
 
 def test_a_fast_burn_pages(churn: Store) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -18,8 +22,8 @@ from shipway.monitoring.traffic import (
     record_traffic,
     window_totals,
 )
-from shipway.serving import PredictionEvent
-from shipway.serving.traffic import TrafficRecorder
+from shipway.serving import PredictionEvent, Target, predlog, windows
+from shipway.serving.traffic import TrafficRecorder, target_environments
 from shipway.store import Store
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS  # a minute's start
@@ -61,7 +65,7 @@ def test_latency_buckets_are_cumulative_and_inclusive_like_prometheus() -> None:
 
 def test_what_counts_five_xx_are_errors_four_xx_are_answers_shadows_are_nothing(store: Store) -> None:
     clock = Clock(T0 + 5_000)
-    recorder = TrafficRecorder(store, worker="w1", clock=clock)
+    recorder = TrafficRecorder(store, environment="prod", worker="w1", clock=clock)
     recorder(_event())
     recorder(_event(status=500))
     recorder(_event(status=503))
@@ -72,32 +76,35 @@ def test_what_counts_five_xx_are_errors_four_xx_are_answers_shadows_are_nothing(
     assert (mine.requests, mine.errors) == (4, 2)
     assert recorder.flush() == 2
     assert recorder.flush() == 0, "nothing changed"
-    stored = read_counts(store, "churn", "1", T0, "w1")
+    stored = read_counts(store, "churn", "1", T0, "w1", environment="prod")
     assert stored is not None and (stored.requests, stored.errors) == (4, 2)
-    assert read_counts(store, "churn", "2", T0, "w1").requests == 1  # type: ignore[union-attr]
+    assert read_counts(store, "churn", "2", T0, "w1", environment="prod").requests == 1  # type: ignore[union-attr]
 
 
 def test_saving_again_never_counts_twice_and_workers_add_up(store: Store) -> None:
     clock = Clock(T0 + 1_000)
-    one, two = (TrafficRecorder(store, worker=w, clock=clock) for w in ("w1", "w2"))
+    one, two = (TrafficRecorder(store, environment="prod", worker=w, clock=clock) for w in ("w1", "w2"))
     for _ in range(3):
         one(_event())
         one.flush()
         one.flush()
     two(_event(status=500))
     two.flush()
-    totals = window_totals(store, "churn", {"1m": MINUTE_MS}, now=T0 + 30_000)["1m"]
+    totals = window_totals(store, "churn", {"1m": MINUTE_MS}, environment="prod", now=T0 + 30_000)["1m"]
     assert (totals.requests, totals.errors) == (4, 1)
     # A restarted worker with the same name carries on from what it saved.
-    again = TrafficRecorder(store, worker="w1", clock=clock)
+    again = TrafficRecorder(store, environment="prod", worker="w1", clock=clock)
     again(_event())
     again.flush()
-    assert window_totals(store, "churn", {"1m": MINUTE_MS}, now=T0 + 30_000)["1m"].requests == 5
+    assert (
+        window_totals(store, "churn", {"1m": MINUTE_MS}, environment="prod", now=T0 + 30_000)["1m"].requests
+        == 5
+    )
 
 
 def test_workers_saving_at_once_lose_nothing(store: Store) -> None:
     clock = Clock(T0 + 1_000)
-    recorders = [TrafficRecorder(store, worker=f"w{i}", clock=clock) for i in range(4)]
+    recorders = [TrafficRecorder(store, environment="prod", worker=f"w{i}", clock=clock) for i in range(4)]
 
     def work(recorder: TrafficRecorder) -> None:
         for n in range(60):
@@ -111,20 +118,20 @@ def test_workers_saving_at_once_lose_nothing(store: Store) -> None:
         t.start()
     for t in threads:
         t.join()
-    totals = window_totals(store, "churn", {"5m": 300_000}, now=T0 + 30_000)["5m"]
+    totals = window_totals(store, "churn", {"5m": 300_000}, environment="prod", now=T0 + 30_000)["5m"]
     assert (totals.requests, totals.errors) == (240, 24)
 
 
 def test_minutes_move_on_and_old_ones_leave_memory(store: Store) -> None:
     clock = Clock(T0 + 59_000)
-    recorder = TrafficRecorder(store, worker="w1", clock=clock)
+    recorder = TrafficRecorder(store, environment="prod", worker="w1", clock=clock)
     recorder(_event())
     clock.now = T0 + 61_000
     recorder(_event())
     recorder(_event())
     recorder.flush()
-    assert read_counts(store, "churn", "1", T0, "w1").requests == 1  # type: ignore[union-attr]
-    assert read_counts(store, "churn", "1", T0 + MINUTE_MS, "w1").requests == 2  # type: ignore[union-attr]
+    assert read_counts(store, "churn", "1", T0, "w1", environment="prod").requests == 1  # type: ignore[union-attr]
+    assert read_counts(store, "churn", "1", T0 + MINUTE_MS, "w1", environment="prod").requests == 2  # type: ignore[union-attr]
     clock.now = T0 + 4 * MINUTE_MS
     recorder.flush()
     assert recorder.counts("churn", "1", T0).requests == 0, "saved and over: forgotten"
@@ -132,7 +139,53 @@ def test_minutes_move_on_and_old_ones_leave_memory(store: Store) -> None:
     clock.now = T0 + 30_000
     recorder(_event())
     recorder.flush()
-    assert read_counts(store, "churn", "1", T0, "w1").requests == 2  # type: ignore[union-attr]
+    assert read_counts(store, "churn", "1", T0, "w1", environment="prod").requests == 2  # type: ignore[union-attr]
+
+
+def test_each_environment_is_counted_apart(store: Store) -> None:
+    clock = Clock(T0 + 1_000)
+
+    def totals(environment: str, model: str = "churn") -> tuple[int, int]:
+        t = window_totals(store, model, {"1m": MINUTE_MS}, environment=environment, now=T0 + 30_000)["1m"]
+        return t.requests, t.errors
+
+    # Same worker name, model, version and minute: still two rows, one per environment.
+    staging = TrafficRecorder(store, environment="staging", worker="w1", clock=clock)
+    prod = TrafficRecorder(store, environment="prod", worker="w1", clock=clock)
+    for _ in range(3):
+        staging(_event(status=500))
+    prod(_event())
+    assert staging.flush() == 1 and prod.flush() == 1
+    assert (totals("staging"), totals("prod"), totals("")) == ((3, 3), (1, 0), (0, 0))
+    # A server of named versions: each target in its alias, one that names none in "".
+    targets = [Target("churn", "models:/churn@staging"), Target("fraud", "models:/fraud/3")]
+    assert target_environments(targets) == {"churn": "staging", "fraud": ""}
+    mixed = TrafficRecorder(store, environment=target_environments(targets), worker="w2", clock=clock)
+    mixed(_event())
+    mixed(_event(endpoint="fraud", status=500))
+    mixed(_event(endpoint="spam"))  # an endpoint it was not told of: no environment
+    assert mixed.flush() == 3
+    assert totals("staging") == (4, 3) and totals("prod") == (1, 0)
+    assert totals("", "fraud") == (1, 1) and totals("prod", "fraud") == (0, 0)
+    assert totals("", "spam") == (1, 0)
+
+
+def test_default_worker_names_are_drawn_once_per_process() -> None:
+    # Two replicas on the host network share the hostname and are both pid 1: only the suffix,
+    # drawn at random in each process, keeps their rows apart.
+    name = windows.default_worker()
+    host, pid, suffix = name.rsplit(":", 2)
+    assert (host, pid, len(suffix)) == (socket.gethostname(), str(os.getpid()), 6)
+    assert windows.default_worker() == name, "the same name for the whole process"
+    assert predlog.default_worker() == name.replace(":", "-"), "the prediction log's files say the same"
+    other = subprocess.run(
+        [sys.executable, "-c", "from shipway.serving.windows import default_worker; print(default_worker())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    assert other.rsplit(":", 2)[0] == host and other.rsplit(":", 1)[1] != suffix
 
 
 def test_window_totals_sum_minutes_that_overlap_each_window(store: Store) -> None:
@@ -143,15 +196,22 @@ def test_window_totals_sum_minutes_that_overlap_each_window(store: Store) -> Non
             c.record(0.003, error=minute >= 8)
         rows[("churn", "1", T0 + minute * MINUTE_MS)] = c
     rows[("other", "1", T0)] = Counts(7, 7, [7] * len(LATENCY_BUCKETS))
-    record_traffic(store, "w1", rows)
+    record_traffic(store, "w1", rows, environment="prod")
     now = T0 + 9 * MINUTE_MS + 30_000  # mid-way through minute 9
-    totals = window_totals(store, "churn", {"1m": MINUTE_MS, "3m": 3 * MINUTE_MS, "1h": 3_600_000}, now=now)
+    totals = window_totals(
+        store, "churn", {"1m": MINUTE_MS, "3m": 3 * MINUTE_MS, "1h": 3_600_000}, environment="prod", now=now
+    )
     assert totals["1m"].requests == 10 + 9, "minutes 8 and 9 overlap the last minute"
     assert totals["3m"].requests == 10 + 9 + 8 + 7
     assert totals["1h"].requests == sum(range(1, 11)) and totals["1h"].errors == 9 + 10
-    assert window_totals(store, "churn", {"w": MINUTE_MS}, now=T0 - MINUTE_MS)["w"].requests == 0
+    assert (
+        window_totals(store, "churn", {"w": MINUTE_MS}, environment="prod", now=T0 - MINUTE_MS)["w"].requests
+        == 0
+    )
     assert prune_traffic(store, T0 + 5 * MINUTE_MS) == 6
-    assert window_totals(store, "churn", {"1h": 3_600_000}, now=now)["1h"].requests == sum(range(6, 11))
+    assert window_totals(store, "churn", {"1h": 3_600_000}, environment="prod", now=now)[
+        "1h"
+    ].requests == sum(range(6, 11))
 
 
 def test_quantiles_interpolate_within_buckets_like_histogram_quantile() -> None:

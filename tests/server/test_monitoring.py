@@ -76,7 +76,10 @@ def test_alerts_are_listed_per_model_the_token_may_read_and_acked_by_contributor
     assert client.post("/api/v1/alerts/not-hex/ack", headers=_as(api, "contributor")).status_code == 400
 
     record_traffic(
-        store, "w1", {("churn", "1", int(time.time() * 1000) // MINUTE_MS * MINUTE_MS): Counts(5, 0)}
+        store,
+        "w1",
+        {("churn", "1", int(time.time() * 1000) // MINUTE_MS * MINUTE_MS): Counts(5, 0)},
+        environment="prod",
     )
     Monitor(store).evaluate_once()
     resolved = client.get("/api/v1/alerts?state=resolved", headers=_as(api, "viewer")).json()["alerts"]

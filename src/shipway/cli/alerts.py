@@ -49,7 +49,7 @@ def add(
     ] = None,
     severity: Annotated[str, typer.Option(help="page, ticket, warning or info.")] = "warning",
     env: Annotated[
-        str, typer.Option("--env", help="Environment (for drift and --action rollback).")
+        str, typer.Option("--env", help="Environment watched (traffic, predictions) and rolled back.")
     ] = "prod",
     webhook: Annotated[
         list[str] | None, typer.Option(help="URL told when it fires and resolves (repeatable; Slack works).")
@@ -102,6 +102,7 @@ def rules(
                     {
                         "name": f"slo:{objective}:{severity}",
                         "model": slo.model,
+                        "environment": slo.environment,
                         "description": f"{objective} burn rate {burns} ({slo.describe(objective)})",
                         "severity": severity,
                         "webhooks": list(slo.webhooks),
@@ -244,9 +245,10 @@ def slo_set(
     webhook: Annotated[
         list[str] | None, typer.Option(help="URL told of burn-rate alerts (repeatable; Slack works).")
     ] = None,
+    env: Annotated[str, typer.Option("--env", help="The environment whose traffic counts.")] = "prod",
     as_json: JsonFlag = False,
 ) -> None:
-    """Set MODEL's SLO over 30 days; its page and ticket burn-rate alerts follow."""
+    """Set MODEL's SLO over 30 days of its --env traffic; its burn-rate alerts follow."""
     from shipway.core.errors import InvalidInput
     from shipway.monitoring.slo import set_slo
     from shipway.monitoring.traffic import BOUNDS_MS
@@ -260,6 +262,7 @@ def slo_set(
         latency_ms=asked,
         latency_percentile=percentile,
         webhooks=tuple(webhook or ()),
+        environment=env,
     )
     if as_json:
         print_json(slo.to_dict())
@@ -271,7 +274,7 @@ def slo_set(
             f"the SLO uses {slo.latency_ms:g} ms, the nearest."
         )
     objectives = " and ".join(slo.describe(o) for o in slo.objectives())
-    console.print(f"SLO for {model}: {objectives}, over 30 days.")
+    console.print(f"SLO for {model} in {slo.environment}: {objectives}, over 30 days.")
 
 
 @slo_app.command("show")
@@ -291,7 +294,10 @@ def slo_show(model: Model, as_json: JsonFlag = False) -> None:
         alert = "PAGE" if o["page"] else "ticket" if o["ticket"] else "-"
         style = "red" if o["page"] else "yellow" if o["ticket"] else ""
         table.add_row(o["description"], str(o["requests_30d"]), budget, *rates, Text(alert, style=style))
-    console.print(f"SLO for {model} (set by {data['updated_by']} at {when(data['updated_at'])}):")
+    console.print(
+        f"SLO for {model} in {data['environment']} "
+        f"(set by {data['updated_by']} at {when(data['updated_at'])}):"
+    )
     console.print(table)
     console.print(
         "Burn rate: the bad share of a window divided by the error budget (1 spends it in exactly "

@@ -11,7 +11,8 @@ from the labels sent back for those predictions (:func:`shipway.monitoring.quali
 ``accuracy``, ``f1``, ``auc``, ``rmse``, ``mae``. A metric without data in the window (no
 requests, no logged predictions, no labels yet) has no value, and a rule never fires on no value;
 ``requests`` always has one (zero when nothing was answered), so ``requests below N`` catches
-traffic that stopped.
+traffic that stopped. Traffic metrics count the rule's environment only, as drift and quality
+read its ``model@environment``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shipway.core.errors import InvalidInput, MissingDependency, NotFound
-from shipway.monitoring.traffic import window_totals
+from shipway.monitoring.traffic import Totals, window_totals
 from shipway.store import Store
 
 if TYPE_CHECKING:
@@ -45,17 +46,23 @@ class Metric:
     prometheus: bool = False  # whether export-rules can write it against /metrics
 
 
+def _window(store: Store, rule: Rule, now: int, bounds: list[int] | None = None) -> Totals:
+    """The totals of the rule's window: its model's traffic in its environment only."""
+    env, windows = rule.environment, {"w": rule.window_ms}
+    return window_totals(store, rule.model, windows, environment=env, bounds=bounds, now=now)["w"]
+
+
 def _requests(store: Store, rule: Rule, now: int) -> float | None:
-    return float(window_totals(store, rule.model, {"w": rule.window_ms}, bounds=[], now=now)["w"].requests)
+    return float(_window(store, rule, now, bounds=[]).requests)
 
 
 def _error_rate(store: Store, rule: Rule, now: int) -> float | None:
-    return window_totals(store, rule.model, {"w": rule.window_ms}, bounds=[], now=now)["w"].error_rate
+    return _window(store, rule, now, bounds=[]).error_rate
 
 
 def _latency(q: float) -> Callable[[Store, Rule, int], float | None]:
     def read(store: Store, rule: Rule, now: int) -> float | None:
-        return window_totals(store, rule.model, {"w": rule.window_ms}, now=now)["w"].quantile_ms(q)
+        return _window(store, rule, now).quantile_ms(q)
 
     return read
 

@@ -12,12 +12,14 @@ bad share divided by the budget: at 1 the budget lasts exactly the 30 days, at 1
 both exceed 14.4, or the 6 h and 30 m both exceed 6, and opens a ticket when the 3 d and 6 h both
 exceed 1: the long window says the budget really burns, the short one that it still does (so the
 alert resolves soon after the problem does). A window without requests has no burn rate and
-never fires.
+never fires. An SLO counts the traffic of one environment (prod unless set otherwise): a staging
+server's failures do not spend prod's budget.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,11 +59,13 @@ BURN_WINDOWS: dict[str, int] = {
 PAGE: tuple[tuple[str, str, float], ...] = (("1h", "5m", 14.4), ("6h", "30m", 6.0))
 TICKET: tuple[tuple[str, str, float], ...] = (("3d", "6h", 1.0),)
 SEVERITIES = {"page": PAGE, "ticket": TICKET}
+_ENVIRONMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
 class SLO:
-    """A model's objectives: ``availability`` and ``latency_share`` are fractions (0.999)."""
+    """A model's objectives in ``environment``: ``availability`` and ``latency_share`` are fractions
+    (0.999)."""
 
     model: str
     availability: float | None
@@ -70,6 +74,7 @@ class SLO:
     webhooks: tuple[str, ...]
     updated_at: int
     updated_by: str
+    environment: str = "prod"
 
     def objectives(self) -> dict[str, float]:
         """Each objective's name and target share of good requests."""
@@ -113,6 +118,7 @@ def _slo(row: Any) -> SLO:
         tuple(row.webhooks or ()),
         row.updated_at,
         row.updated_by,
+        row.environment,
     )
 
 
@@ -139,10 +145,11 @@ def set_slo(
     latency_ms: float | None = None,
     latency_percentile: float = 95.0,
     webhooks: tuple[str, ...] | list[str] = (),
+    environment: str = "prod",
     store: Store | None = None,
 ) -> SLO:
     """Set (replace) ``model``'s SLO: ``availability`` in percent (99.9), and/or ``latency_ms`` for
-    ``latency_percentile`` percent of requests.
+    ``latency_percentile`` percent of requests, of its traffic in ``environment``.
 
     ``latency_ms`` must be a bound of the latency histogram; another value is moved to the nearest
     bound (compare the returned ``latency_ms`` with the one asked for).
@@ -161,8 +168,13 @@ def set_slo(
         bound_ms = BOUNDS_MS[nearest_bound(float(latency_ms))]
         share = _percent(latency_percentile, "The latency percentile")
     hooks = tuple(check_url(url) for url in webhooks)
+    if not isinstance(environment, str) or not _ENVIRONMENT.match(environment):
+        raise InvalidInput(
+            f"Environment {environment!r} is not allowed: use 1-64 letters, digits or . _ - (like prod)."
+        )
     now = now_ms()
     values = {
+        "environment": environment,
         "availability": objective,
         "latency_ms": bound_ms,
         "latency_share": share,
@@ -182,6 +194,7 @@ def set_slo(
             "slo.set",
             f"slo/{model}",
             {
+                "environment": environment,
                 "availability": objective,
                 "latency_ms": bound_ms,
                 "latency_share": share,
@@ -189,7 +202,7 @@ def set_slo(
             },
             actor=actor.name,
         )
-    return SLO(model, objective, bound_ms, share, hooks, now, actor.name)
+    return SLO(model, objective, bound_ms, share, hooks, now, actor.name, environment)
 
 
 def get_slo(model: str, *, store: Store | None = None) -> SLO:
@@ -275,7 +288,8 @@ def slo_totals(slo: SLO, *, now: int | None = None, period: bool = False, store:
     if period:
         windows["30d"] = PERIOD_MS
     bounds = [] if slo.latency_ms is None else [bound_index(slo.latency_ms)]
-    return window_totals(store, slo.model, windows, bounds=bounds, now=now)  # type: ignore[arg-type]
+    env = slo.environment
+    return window_totals(store, slo.model, windows, environment=env, bounds=bounds, now=now)  # type: ignore[arg-type]
 
 
 def slo_status(model: str, *, now: int | None = None, store: Store | None = None) -> dict[str, Any]:

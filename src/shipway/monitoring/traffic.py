@@ -1,11 +1,13 @@
 """Per-minute traffic counters: what each model's versions answered, summed over any window.
 
-Serving workers save, for each (model, version, minute), how many requests they answered, how
-many failed with a server error (5xx: the model raised, or its queue was full), and how many took
-at most each bound of the latency histogram (:data:`shipway.core.latency.LATENCY_BUCKETS`, the
+Serving workers save, for each (model, version, minute) of the environment they serve (see
+:class:`shipway.serving.traffic.TrafficRecorder`), how many requests they answered, how many
+failed with a server error (5xx: the model raised, or its queue was full), and how many took at
+most each bound of the latency histogram (:data:`shipway.core.latency.LATENCY_BUCKETS`, the
 bounds of ``/metrics``). A worker's row is cumulative for its minute, so saving it again replaces
 it and never counts twice; readers add the workers and versions up. Alert rules and SLOs read
-these sums (:func:`window_totals`), one query for every window they need.
+these sums for their own environment (:func:`window_totals`), one query for every window they
+need, so a staging server's failures never count against prod.
 """
 
 from __future__ import annotations
@@ -71,8 +73,11 @@ class Counts:
         return Counts(self.requests, self.errors, list(self.latency))
 
 
-def record_traffic(store: Store, worker: str, rows: Mapping[tuple[str, str, int], Counts]) -> None:
-    """Save one worker's cumulative counts, keyed by (model, version, minute), in one transaction."""
+def record_traffic(
+    store: Store, worker: str, rows: Mapping[tuple[str, str, int], Counts], *, environment: str
+) -> None:
+    """Save one worker's cumulative counts in ``environment``, keyed by (model, version, minute), in
+    one transaction."""
     if not rows:
         return
     from shipway.store.db import insert_for
@@ -81,6 +86,7 @@ def record_traffic(store: Store, worker: str, rows: Mapping[tuple[str, str, int]
     values = [
         {
             "model": model,
+            "environment": environment,
             "minute": minute,
             "version": version,
             "worker": worker,
@@ -93,7 +99,7 @@ def record_traffic(store: Store, worker: str, rows: Mapping[tuple[str, str, int]
     ]
     stmt = insert_for(store.dialect)(_T)
     stmt = stmt.on_conflict_do_update(
-        index_elements=[_T.c.model, _T.c.minute, _T.c.version, _T.c.worker],
+        index_elements=[_T.c.model, _T.c.environment, _T.c.minute, _T.c.version, _T.c.worker],
         set_={
             "requests": stmt.excluded.requests,
             "errors": stmt.excluded.errors,
@@ -105,12 +111,18 @@ def record_traffic(store: Store, worker: str, rows: Mapping[tuple[str, str, int]
         conn.execute(stmt, values)
 
 
-def read_counts(store: Store, model: str, version: str, minute: int, worker: str) -> Counts | None:
-    """What one worker saved for one (model, version, minute), if anything."""
+def read_counts(
+    store: Store, model: str, version: str, minute: int, worker: str, *, environment: str
+) -> Counts | None:
+    """What one worker saved for one (model, version, minute) in ``environment``, if anything."""
     with store.read() as conn:
         row = conn.execute(
             sa.select(_T.c.requests, _T.c.errors, _T.c.latency).where(
-                _T.c.model == model, _T.c.minute == minute, _T.c.version == version, _T.c.worker == worker
+                _T.c.model == model,
+                _T.c.environment == environment,
+                _T.c.minute == minute,
+                _T.c.version == version,
+                _T.c.worker == worker,
             )
         ).first()
     return None if row is None else Counts(row.requests, row.errors, list(row.latency))
@@ -118,8 +130,8 @@ def read_counts(store: Store, model: str, version: str, minute: int, worker: str
 
 @dataclass(frozen=True)
 class Totals:
-    """Requests, server errors and latency counts of one model over one window (all versions and
-    workers); ``latency`` has one cumulative count per bound asked for (``bounds``)."""
+    """Requests, server errors and latency counts of one model in one environment over one window
+    (all versions and workers); ``latency`` has one cumulative count per bound asked for (``bounds``)."""
 
     requests: int
     errors: int
@@ -159,10 +171,12 @@ def window_totals(
     model: str,
     windows: Mapping[str, int],
     *,
+    environment: str,
     bounds: Sequence[int] | None = None,
     now: int | None = None,
 ) -> dict[str, Totals]:
-    """Totals for each named window (its length in ms, ending at ``now``), in one query.
+    """Totals of ``model`` in ``environment`` for each named window (its length in ms, ending at
+    ``now``), in one query.
 
     A window holds every minute that overlaps it, so a 5-minute window ending mid-minute holds six
     minutes; the minute in progress holds what workers have saved of it so far. ``bounds`` are the
@@ -178,7 +192,10 @@ def window_totals(
         columns.append(sa.func.sum(sa.case((inside, _T.c.errors), else_=0)))
         columns.extend(sa.func.sum(sa.case((inside, _T.c.latency[i].as_integer()), else_=0)) for i in wanted)
     query = sa.select(*columns).where(
-        _T.c.model == model, _T.c.minute > now - longest - MINUTE_MS, _T.c.minute <= now
+        _T.c.model == model,
+        _T.c.environment == environment,
+        _T.c.minute > now - longest - MINUTE_MS,
+        _T.c.minute <= now,
     )
     with store.read() as conn:
         row = conn.execute(query).one()

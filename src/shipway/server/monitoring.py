@@ -70,6 +70,7 @@ class SloObjective(_Out):
 
 class SloOut(_Out):
     model: str
+    environment: str
     availability: float | None
     latency_ms: float | None
     latency_share: float | None

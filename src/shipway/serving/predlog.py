@@ -29,7 +29,6 @@ import logging
 import operator
 import os
 import re
-import socket
 import tempfile
 import threading
 import time
@@ -94,8 +93,11 @@ def _now_us() -> int:
 
 
 def default_worker() -> str:
-    """This process's name in file keys: ``hostname-pid``."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """This process's name in file keys: ``hostname-pid-suffix``, the name it has in the traffic
+    and windows tables (:func:`shipway.serving.windows.default_worker`) with dashes."""
+    from shipway.serving.windows import default_worker as table_name
+
+    return table_name().replace(":", "-")
 
 
 def segment(name: str) -> str:

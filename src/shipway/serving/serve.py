@@ -164,9 +164,10 @@ def build_app(
             app.router.mark_unready(target.endpoint, f"{target.uri} is loading.")
         app.on_close.append(follower.stop)
         starters.append(follower.start)
-    from shipway.serving.traffic import TrafficRecorder
+    from shipway.serving.traffic import TrafficRecorder, target_environments
 
-    traffic = TrafficRecorder(store, worker=worker, interval=max(plan.sync_interval, 1.0))
+    counted = plan.environment if plan.environment is not None else target_environments(plan.targets)
+    traffic = TrafficRecorder(store, environment=counted, worker=worker, interval=max(plan.sync_interval, 1))
     app.listeners.append(traffic)  # per-minute counts for alerts and SLOs
     app.on_close.append(traffic.stop)
     starters.append(traffic.start)

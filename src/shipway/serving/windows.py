@@ -17,9 +17,11 @@ counted either: the client chose the arm, so they say nothing about random assig
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
+import secrets
 import socket
 import threading
 import time
@@ -38,8 +40,17 @@ FORGET_AFTER_S = 120.0  # a step's window idle this long is dropped from memory 
 
 
 def default_worker() -> str:
-    """This process's name in the windows table: ``hostname:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process's name in the windows and traffic tables: ``hostname:pid:suffix``, with a
+    random suffix drawn once per process, so that two replicas with the same hostname and pid
+    (containers on the host network, each pid 1) never write each other's rows."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_suffix(pid)}"
+
+
+@functools.cache
+def _suffix(pid: int) -> str:
+    # Keyed by pid: a forked child draws its own.
+    return secrets.token_hex(3)
 
 
 def first_prediction(predictions: Any) -> Any:
@@ -120,8 +131,9 @@ class WindowRecorder:
             rollout_id, step, arm = key
             try:
                 if key not in self._touched:
-                    # A restarted worker with the same name (pid 1 in a container) carries on from
-                    # what it saved before, instead of overwriting it with a smaller count.
+                    # A worker restarted under the name it had (one given explicitly; a default
+                    # name is new in every process) carries on from what it saved before, instead
+                    # of overwriting it with a smaller count.
                     before = read_window(self.store, rollout_id, step, arm, self.worker)
                     if before is not None:
                         with self._lock:

@@ -394,13 +394,15 @@ rollout_windows = sa.Table(
 
 # -- monitoring: traffic counters, SLOs, alert rules and alerts (0005) ---------------------------
 
-# What each serving worker answered for each (model, version) in one minute, cumulative for the
-# minute (saving twice never counts twice; readers add the workers up). ``latency`` holds, for each
-# bound of shipway.core.latency.LATENCY_BUCKETS, how many requests took at most that long.
+# What each serving worker answered for each (model, version) in one minute of one environment
+# (the deployments' environment, or the alias it serves; "" for none), cumulative for the minute
+# (saving twice never counts twice; readers add the workers up). ``latency`` holds, for each bound
+# of shipway.core.latency.LATENCY_BUCKETS, how many requests took at most that long.
 traffic = sa.Table(
     "traffic",
     metadata,
     sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("environment", sa.String(64), primary_key=True),
     sa.Column("minute", sa.BigInteger, primary_key=True),
     sa.Column("version", sa.String(64), primary_key=True),
     sa.Column("worker", sa.String(128), primary_key=True),
@@ -411,12 +413,14 @@ traffic = sa.Table(
     sa.Index(None, "minute"),
 )
 
-# One service level objective per model: availability (share of requests without a server error)
-# and latency (share of requests at most ``latency_ms``, a bound of the latency histogram).
+# One service level objective per model, over the traffic of one environment: availability (share
+# of requests without a server error) and latency (share of requests at most ``latency_ms``, a
+# bound of the latency histogram).
 slos = sa.Table(
     "slos",
     metadata,
     sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("environment", sa.String(64), nullable=False),
     sa.Column("availability", sa.Float, nullable=True),
     sa.Column("latency_ms", sa.Float, nullable=True),
     sa.Column("latency_share", sa.Float, nullable=True),

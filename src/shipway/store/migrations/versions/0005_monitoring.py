@@ -21,6 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "traffic",
         sa.Column("model", sa.String(length=256), nullable=False),
+        sa.Column("environment", sa.String(length=64), nullable=False),
         sa.Column("minute", sa.BigInteger(), nullable=False),
         sa.Column("version", sa.String(length=64), nullable=False),
         sa.Column("worker", sa.String(length=128), nullable=False),
@@ -28,12 +29,15 @@ def upgrade() -> None:
         sa.Column("errors", sa.BigInteger(), nullable=False),
         sa.Column("latency", JSON, nullable=False),
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("model", "minute", "version", "worker", name=op.f("pk_traffic")),
+        sa.PrimaryKeyConstraint(
+            "model", "environment", "minute", "version", "worker", name=op.f("pk_traffic")
+        ),
     )
     op.create_index(op.f("ix_traffic_minute"), "traffic", ["minute"], unique=False)
     op.create_table(
         "slos",
         sa.Column("model", sa.String(length=256), nullable=False),
+        sa.Column("environment", sa.String(length=64), nullable=False),
         sa.Column("availability", sa.Float(), nullable=True),
         sa.Column("latency_ms", sa.Float(), nullable=True),
         sa.Column("latency_share", sa.Float(), nullable=True),
