@@ -413,3 +413,98 @@ def test_drift_and_quality_rules_read_the_prediction_log(customers, churn, serve
     assert moved["churn-accuracy-below-0.9"].value == pytest.approx(0.5, abs=0.1)
     assert set(moved) == {"churn-drift_share-above-0.2", "churn-accuracy-below-0.9"}
     assert "staging" in monitor.errors["staging-drift"], "a rule on an alias that does not exist says so"
+
+
+@pytest.fixture
+def measured(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A metric rules can watch whose value the test sets: ``value`` (or an exception to raise), as
+    it was when the measurement began, and ``during``, called while a monitor measures it (to
+    change the store in the meantime)."""
+    from shipway.monitoring.signals import METRICS, Metric
+
+    state: dict[str, Any] = {"value": 1.0, "during": None}
+
+    def read(store: Store, rule: Any, now: int) -> float | None:
+        value = state["value"]
+        if state["during"] is not None:
+            state["during"]()
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    monkeypatch.setitem(METRICS, "test_value", Metric("test_value", "traffic", "set by the test", read))
+    return state
+
+
+def test_a_rule_that_breaks_leaves_the_other_rules_and_slos_evaluated(
+    registered: Store, measured: dict[str, Any]
+) -> None:
+    store = registered
+    add_rule("churn", "test_value", above=0.5, window="1m", name="broken", store=store)
+    add_rule("churn", "error_rate", above=0.05, window="1m", store=store)
+    set_slo("churn", availability=99.0, store=store)
+    traffic(store, 0, 100, 30)
+    measured["value"] = IndexError("boolean index did not match")  # a bug in a measurement
+    monitor = Monitor(store)
+    moved = monitor.evaluate_once(at(0.5))
+    assert {t.rule for t in moved} == {
+        "churn-error_rate-above-0.05",
+        "slo:availability:page",
+        "slo:availability:ticket",
+    }
+    assert monitor.errors == {"broken": "IndexError: boolean index did not match"}
+    measured["value"] = 1.0
+    assert [t.rule for t in monitor.evaluate_once(at(0.6))] == ["broken"] and monitor.errors == {}
+
+
+def test_a_rule_deleted_while_it_was_measured_never_reopens_its_alert(
+    registered: Store, measured: dict[str, Any]
+) -> None:
+    store = registered
+    add_rule("churn", "test_value", above=0.5, window="1m", name="gone", store=store)
+    monitor = Monitor(store)
+    assert [t.after for t in monitor.evaluate_once(at(1))] == ["firing"]
+    measured["during"] = lambda: delete_rule("gone", store=store)
+    assert monitor.evaluate_once(at(2)) == []
+    assert [a.state for a in list_alerts(store=store)] == ["resolved"]
+    assert [e.action for e in audit.entries(subject="alert/churn/gone", store=store)] == [
+        "alert.firing",
+        "alert.resolved",
+    ]
+
+
+def test_an_older_observation_never_reopens_an_alert_another_monitor_resolved(
+    registered: Store, measured: dict[str, Any]
+) -> None:
+    from shipway.core.config import Settings
+
+    store = registered
+    add_rule("churn", "test_value", above=0.5, window="1m", name="flaky", store=store)
+    assert [t.after for t in Monitor(store).evaluate_once(at(1))] == ["firing"]
+    # Monitor A measures the value high, then waits while monitor B measures it low and resolves
+    # the alert; A's observation is then older than the alert's last change.
+    slow, fast = Store(Settings.resolve()), Store(Settings.resolve())
+    a_measured, b_done = threading.Event(), threading.Event()
+    a_moved: list[Any] = []
+
+    def pause_a() -> None:
+        if threading.current_thread().name == "monitor-a":
+            measured["value"] = 0.0
+            a_measured.set()
+            assert b_done.wait(30)
+
+    measured["during"] = pause_a
+    a = threading.Thread(target=lambda: a_moved.extend(Monitor(slow).evaluate_once(at(2))), name="monitor-a")
+    a.start()
+    try:
+        assert a_measured.wait(30)
+        (resolved,) = Monitor(fast).evaluate_once(at(2.5))
+        assert resolved.after == "resolved"
+    finally:
+        b_done.set()
+        a.join(30)
+        slow.close()
+        fast.close()
+    assert a_moved == [], "A's observation was older than the resolve"
+    assert [a.state for a in list_alerts(store=store)] == ["resolved"]
+

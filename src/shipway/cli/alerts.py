@@ -222,7 +222,8 @@ def evaluate(as_json: JsonFlag = False) -> None:
     for t in moved:
         console.print(f"{t.model} {t.rule}: {t.before or 'inactive'} -> {t.after or 'cleared'} ({t.summary})")
     for rule, message in monitor.errors.items():
-        err_console.print(f"Rule {rule} could not be evaluated: {message}")
+        what = f"The SLO of {rule[4:]}" if rule.startswith("slo/") else f"Rule {rule}"
+        err_console.print(f"{what} could not be evaluated: {message}")
     if not moved:
         console.print("No alert changed state.")
 

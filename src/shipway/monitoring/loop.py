@@ -6,7 +6,10 @@ condition holds) → firing (it held for the rule's ``for``; at once when ``for`
 resolved (it no longer holds); a pending alert that clears is dropped. Each change appends an
 audit entry in its transaction, and is conditional on the alert row as read (a row lock on
 PostgreSQL, the write lock on SQLite, and a unique key on open alerts), so two monitors on one
-store never both move an alert, and only the one that moved it notifies.
+store never both move an alert, and only the one that moved it notifies. A measurement is applied
+only if its rule (or SLO objective) still exists and the alerts of (rule, model) have not changed
+since it was taken (another monitor moved them, deleting the rule closed them): an older
+measurement never reopens an alert that was closed after it.
 
 An alert is notified when it starts firing and when it resolves, and reminded every
 ``repeat_ms`` while it fires unless acknowledged. Silenced alerts are not notified and run no
@@ -14,8 +17,9 @@ action; if a silence ends while the alert fires, it is notified (and acts) then.
 are Slack-compatible JSON (``text`` plus structured fields) POSTed in the background with
 retries; actions (``rollback``, or any registered with
 :func:`~shipway.monitoring.alerts.register_action`) run in a small thread pool, and their
-outcome is audited. Nothing a webhook or an action does can hold up an evaluation. A rule that
-cannot be measured (its reason is in ``Monitor.errors``) leaves its alert as it was.
+outcome is audited. Nothing a webhook or an action does can hold up an evaluation. A rule or SLO
+that cannot be measured, for whatever reason (its reason is in ``Monitor.errors``), leaves its
+alert as it was, and the others are evaluated as usual.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from shipway.core.errors import ShipwayError
 from shipway.core.ids import new_id
 from shipway.governance.webhooks import post_json
 from shipway.monitoring import alerts as _alerts
-from shipway.monitoring.alerts import FIRING, PENDING, RESOLVED, Rule, covered, silenced_keys
+from shipway.monitoring.alerts import FIRING, PENDING, RESOLVED, SLO_RULES, Rule, covered, silenced_keys
 from shipway.monitoring.signals import measure
 from shipway.monitoring.slo import PERIOD_MS, burn_alerts, list_slos, slo_totals
 from shipway.monitoring.traffic import prune_traffic
@@ -44,7 +48,7 @@ __all__ = ["Monitor", "Observation", "Transition"]
 
 log = logging.getLogger("shipway.monitoring")
 
-_A = schema.alerts
+_A, _R, _S = schema.alerts, schema.alert_rules, schema.slos
 PRUNE_EVERY_MS = 3_600_000
 KEEP_TRAFFIC_MS = PERIOD_MS + 86_400_000  # a day beyond the SLO period
 
@@ -65,6 +69,9 @@ class Observation:
     metric: str = ""
     threshold: float | None = None
     source: Rule | None = None
+    # The alerts of (rule, model) as they were just before measuring (see _seen): applying the
+    # observation is skipped when they changed since, as an older observation says nothing of them.
+    seen: tuple[int, int, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,21 @@ class _Lost(Exception):
     """Another monitor changed the alert between our read and our write."""
 
 
+def _seen(conn: sa.Connection, model: str, rules: list[str]) -> dict[str, tuple[int, int, str | None]]:
+    """Per rule of ``model``: how many alerts it has, the sum of their revisions and the open one's
+    id. Every change to them (one opened, moved, acknowledged, closed or dropped) changes this."""
+    open_id = sa.func.max(sa.case((_A.c.open_key.is_not(None), _A.c.id)))
+    query = (
+        sa.select(_A.c.rule, sa.func.count(), sa.func.sum(_A.c.revision), open_id)
+        .where(_A.c.model == model, _A.c.rule.in_(rules))
+        .group_by(_A.c.rule)
+    )
+    found = {
+        rule: (int(n), int(revisions or 0), opened) for rule, n, revisions, opened in conn.execute(query)
+    }
+    return {rule: found.get(rule, (0, 0, None)) for rule in rules}
+
+
 @dataclass
 class Monitor:
     """Evaluates alert rules and SLOs against the store, every ``interval`` seconds once started."""
@@ -110,7 +132,8 @@ class Monitor:
     webhook_attempts: int = 5
     webhook_backoff: float = 1.0
     name: str = "shipway-monitor"
-    errors: dict[str, str] = field(default_factory=dict)  # rule -> why it could not be measured
+    # rule name (or slo/<model>) -> why it could not be measured at the last evaluation
+    errors: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -142,6 +165,9 @@ class Monitor:
             except ShipwayError as exc:  # the store went away mid-evaluation: try again next time
                 log.warning("could not update the alert of %s on %s: %s", obs.rule, obs.model, exc.message)
                 continue
+            except Exception:  # a bug: logged, and the other alerts still move
+                log.exception("could not update the alert of %s on %s", obs.rule, obs.model)
+                continue
             if transition is not None:
                 moved.append(transition)
                 self._deliver(store, transition, obs)
@@ -150,20 +176,36 @@ class Monitor:
             prune_traffic(store, now - KEEP_TRAFFIC_MS)
         return moved
 
+    def _failed(self, name: str, exc: Exception) -> None:
+        """Record why ``name`` (a rule, or ``slo/<model>``) could not be measured, logging it when
+        the reason is new: a ShipwayError's message, else the exception (a bug) with its traceback."""
+        what = f"the SLO of {name[4:]}" if name.startswith("slo/") else f"alert rule {name}"
+        if isinstance(exc, ShipwayError):
+            message = exc.message
+            if self.errors.get(name) != message:
+                log.warning("%s cannot be evaluated: %s", what, message)
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+            if self.errors.get(name) != message:
+                log.error("%s cannot be evaluated: %s", what, message, exc_info=exc)
+        self.errors[name] = message
+
     def observe(self, now: int) -> list[Observation]:
-        """Every rule's and SLO objective's condition at ``now``, without changing anything."""
+        """Every rule's and SLO objective's condition at ``now``, without changing anything.
+
+        A rule or SLO that cannot be measured (an alias that does not exist, a store that went
+        away, a bug) is left out, its reason in ``errors``: its alert stays as it is rather than
+        resolve on no evidence, and the others are still measured."""
         store = self._store
         found = []
         for rule in _alerts.list_rules(store=store):
             try:
+                with store.read() as conn:
+                    seen = _seen(conn, rule.model, [rule.name])[rule.name]
                 value = measure(store, rule, now)
                 self.errors.pop(rule.name, None)
-            except ShipwayError as exc:
-                # Not measurable now (an alias that does not exist, a store that went away): say
-                # so, and leave its alert as it is rather than resolve it on no evidence.
-                if self.errors.get(rule.name) != exc.message:
-                    log.warning("alert rule %s cannot be evaluated: %s", rule.name, exc.message)
-                self.errors[rule.name] = exc.message
+            except Exception as exc:
+                self._failed(rule.name, exc)
                 continue
             shown = "no data" if value is None else f"{value:.4g}"
             found.append(
@@ -180,10 +222,20 @@ class Monitor:
                     rule.metric,
                     rule.threshold,
                     rule,
+                    seen,
                 )
             )
         for slo in list_slos(store=store):
-            for burn in burn_alerts(slo, slo_totals(slo, now=now, store=store)):
+            name = f"slo/{slo.model}"
+            try:
+                with store.read() as conn:
+                    seen_slo = _seen(conn, slo.model, sorted(SLO_RULES))
+                burns = burn_alerts(slo, slo_totals(slo, now=now, store=store))
+                self.errors.pop(name, None)
+            except Exception as exc:
+                self._failed(name, exc)
+                continue
+            for burn in burns:
                 found.append(
                     Observation(
                         burn.rule,
@@ -194,15 +246,44 @@ class Monitor:
                         burn.summary,
                         webhooks=slo.webhooks,
                         metric=f"{burn.objective}_burn_rate",
+                        seen=seen_slo[burn.rule],
                     )
                 )
         return found
+
+    @staticmethod
+    def _current(conn: sa.Connection, obs: Observation) -> bool:
+        """Whether ``obs`` still speaks for its alert: its rule (or SLO objective) still exists as
+        measured, and the alerts of (rule, model) have not changed since it was measured (another
+        monitor moved them, or a rule deleted closed them). On PostgreSQL the rule's row stays
+        locked to the end of the transaction, so monitors apply one (rule, model) at a time."""
+        pg = conn.dialect.name == "postgresql"
+        if obs.source is not None:
+            query = sa.select(_R.c.created_at).where(_R.c.name == obs.rule, _R.c.model == obs.model)
+            created = conn.execute(query.with_for_update() if pg else query).scalar()
+            if created is None or created != obs.source.created_at:
+                return False  # deleted (or deleted and added again) since it was measured
+        elif obs.rule in SLO_RULES:
+            query = sa.select(_S.c.availability, _S.c.latency_ms, _S.c.latency_share)
+            row = conn.execute(
+                (query.with_for_update() if pg else query).where(_S.c.model == obs.model)
+            ).first()
+            objective = obs.rule.split(":")[1]
+            if row is None or (
+                row.availability is None
+                if objective == "availability"
+                else row.latency_ms is None or row.latency_share is None
+            ):
+                return False  # the SLO, or this objective of it, is gone
+        return obs.seen is None or _seen(conn, obs.model, [obs.rule])[obs.rule] == obs.seen
 
     def _apply(self, store: Store, obs: Observation, now: int, silenced: bool) -> Transition | None:
         key = f"{obs.rule}/{obs.model}"
         subject = f"alert/{obs.model}/{obs.rule}"
         try:
             with store.write() as conn:
+                if not self._current(conn, obs):
+                    return None
                 query = sa.select(_A).where(_A.c.open_key == key)
                 if conn.dialect.name == "postgresql":
                     query = query.with_for_update()
