@@ -187,3 +187,27 @@ def test_the_budget_left_is_over_thirty_days(churn: Store) -> None:
     delete_slo("churn", store=store)
     set_slo("churn", availability=99.0, store=store)
     assert slo_status("churn", now=NOW - 40 * 86_400_000, store=store)["objectives"][0]["budget_left"] is None
+
+
+def test_an_objective_dropped_from_the_slo_closes_its_alerts(churn: Store) -> None:
+    from shipway.monitoring.alerts import list_alerts
+    from shipway.monitoring.loop import Monitor
+
+    store = churn
+    set_slo("churn", availability=99.9, latency_ms=64, store=store)
+    feed(store, minutes=60, per_minute=100, bad=0.0, latency_bad=0.8, slow_ms=100)  # latency burns at 16
+    monitor = Monitor(store)
+    latency = {"slo:latency:page", "slo:latency:ticket"}  # (the only traffic in three days: a ticket too)
+    assert {t.rule for t in monitor.evaluate_once(NOW)} == latency
+    set_slo("churn", availability=99.9, store=store)  # the latency objective is dropped
+    assert list_alerts(state="firing", store=store) == [], "its alerts no longer fire"
+    closed = audit.entries(action="alert.resolved", store=store)
+    assert {e.subject for e in closed} == {f"alert/churn/{rule}" for rule in latency}
+    assert {e.payload["reason"] for e in closed} == {"SLO objective latency removed"}
+    assert monitor.evaluate_once(NOW + 1000) == []
+    set_slo("churn", latency_ms=64, store=store)  # back, on its own: its alerts fire again
+    assert {t.rule for t in monitor.evaluate_once(NOW + 2000)} == latency
+    delete_slo("churn", store=store)
+    assert list_alerts(state="firing", store=store) == []
+    reasons = [e.payload["reason"] for e in audit.entries(action="alert.resolved", store=store)]
+    assert sorted(reasons) == ["SLO deleted"] * 2 + ["SLO objective latency removed"] * 2

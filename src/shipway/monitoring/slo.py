@@ -152,8 +152,11 @@ def set_slo(
     ``latency_percentile`` percent of requests, of its traffic in ``environment``.
 
     ``latency_ms`` must be a bound of the latency histogram; another value is moved to the nearest
-    bound (compare the returned ``latency_ms`` with the one asked for).
+    bound (compare the returned ``latency_ms`` with the one asked for). The open alerts of an
+    objective it no longer has resolve.
     """
+    from shipway.monitoring.alerts import close_alerts
+
     store = store or get_store()
     actor = require("contributor", model)
     if availability is None and latency_ms is None:
@@ -189,6 +192,11 @@ def set_slo(
             conn.execute(_S.update().where(_S.c.model == model).values(**values))
         else:
             conn.execute(_S.insert().values(model=model, **values))
+        # The alerts of an objective the SLO no longer has would stay open forever: close them.
+        kept = {"availability": objective is not None, "latency": bound_ms is not None}
+        for sli in [sli for sli, keep in kept.items() if not keep]:
+            reason = f"SLO objective {sli} removed"
+            close_alerts(conn, model=model, rule_prefix=f"slo:{sli}:", reason=reason, actor=actor.name)
         audit.append(
             conn,
             "slo.set",
