@@ -85,10 +85,15 @@ def test_the_last_label_received_for_a_key_wins(churn) -> None:  # type: ignore[
         ([{"request_id": "a", "label": 1, "score": 0.3}], "unexpected column.*'score'"),
         ([{"request_id": "", "label": 1}], r"request_id is empty in 1 label\(s\), at rows 0"),
         ([{"request_id": "a", "label": 1}, {"request_id": None, "label": 0}], "at rows 1"),
-        ([{"request_id": "a", "row": -1, "label": 1}], "row is not a whole number of 0 or more"),
+        ([{"request_id": "a", "row": -1, "label": 1}], "row is not a whole number from 0 to"),
         ([{"request_id": "a", "row": 1.5, "label": 1}], "row is not a whole number"),
         ([{"request_id": "a", "label": None}], "label is missing"),
         ([{"request_id": "a", "label": float("nan")}], "label is missing or not finite"),
+        ([{"request_id": "a", "label": 10**400}], r"label is a number too large .* at rows 0"),
+        ([{"request_id": "a", "row": 10**400, "label": 1}], r"row is a number too large"),
+        ([{"request_id": "a", "row": 1e300, "label": 1}], r"row is not a whole number from 0 to 2147483647"),
+        ([{"request_id": "a", "row": float("inf"), "label": 1}], "row is not a whole number from 0"),
+        ([{"request_id": True, "label": 1}], "request_id is not text or a whole number"),
         (
             [{"request_id": "a", "label": 1}, {"request_id": "b", "label": "yes"}],
             "'label' mixes number and text",
@@ -102,6 +107,14 @@ def test_bad_labels_are_refused_naming_the_problem(churn, labels, message) -> No
     with pytest.raises(shipway.InvalidInput, match=message):
         record_feedback("churn", labels)
     assert not list(get_store().blobs.backend.list("feedback/"))
+
+
+def test_numeric_request_ids_are_their_decimal_text(churn) -> None:  # type: ignore[no-untyped-def]
+    record_feedback("churn", [{"request_id": 12345, "label": 1}, {"request_id": 10**30, "label": 0}])
+    record_feedback("churn", pd.DataFrame({"request_id": [7, 8], "label": [1, 0]}))
+    record_feedback("churn", {"request_id": [9.0], "label": [1]})  # an integer column pandas made floats
+    got = read_labels("churn", store=get_store()).table.sort_by("request_id")
+    assert got["request_id"].to_pylist() == ["1" + "0" * 30, "12345", "7", "8", "9"]
 
 
 def test_labels_belong_to_a_registered_model(churn) -> None:  # type: ignore[no-untyped-def]
@@ -136,7 +149,15 @@ def test_the_serving_endpoint_records_labels_and_refuses_bad_ones(churn, serve) 
     assert huge.status_code == 413 and huge.json()["code"] == "payload_too_large"
     wrong_method = served.client.get("/v2/models/churn/feedback")
     assert wrong_method.status_code == 405
+    for label in ('"label": 1' + "0" * 400, '"row": 1e300, "label": 1', '"row": Infinity, "label": 1'):
+        body = '{"labels": [{"request_id": "a", ' + label + "}]}"
+        odd = served.client.post("/v2/models/churn/feedback", content=body.encode())
+        assert odd.status_code == 422 and odd.json()["details"][0]["rows"] == [0], odd.text
     assert read_labels("churn", store=get_store()).table.num_rows == 6  # nothing more was stored
+    numeric = served.client.post(
+        "/v2/models/churn/feedback", json={"labels": [{"request_id": 12345, "label": 1}]}
+    )
+    assert numeric.status_code == 200, numeric.text
 
 
 def test_cli_records_a_labels_file(churn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -160,3 +181,27 @@ def test_cli_records_a_labels_file(churn, tmp_path: Path) -> None:  # type: igno
     assert (
         missing.returncode == 2 and "No labels file" in missing.stderr and "Traceback" not in missing.stderr
     )
+    # Labels are written to the store itself: a CLI pointed at a server says so, and stores nothing.
+    remote = subprocess.run(
+        [*run, "--file", str(tmp_path / "labels.csv")],
+        capture_output=True,
+        text=True,
+        env={**env, "SHIPWAY_URI": "http://127.0.0.1:9"},
+    )
+    assert remote.returncode == 2 and "works on the store directly" in remote.stderr
+    assert "Traceback" not in remote.stderr
+
+
+def test_the_serving_endpoint_takes_labels_only_for_what_it_serves_and_not_too_many(churn, serve) -> None:  # type: ignore[no-untyped-def]
+    from shipway.monitoring.feedback import MAX_HTTP_LABELS
+
+    idle = serve()  # serves nothing: churn is registered, but not routed here
+    elsewhere = idle.client.post("/v2/models/churn/feedback", json={"labels": _labels()})
+    assert elsewhere.status_code == 404 and elsewhere.json()["code"] == "model_not_found"
+    served = serve(("churn", "models:/churn@prod"))
+    labels = [{"request_id": "r", "label": 1}] * (MAX_HTTP_LABELS + 1)
+    many = served.client.post("/v2/models/churn/feedback", json={"labels": labels})
+    assert many.status_code == 413 and many.json()["code"] == "too_many_labels", many.text
+    assert "shipway feedback" in many.json()["error"]
+    assert not list(get_store().blobs.backend.list("feedback/"))
+    assert served.client.post("/v2/models/churn/feedback", json={"labels": labels[1:]}).status_code == 200

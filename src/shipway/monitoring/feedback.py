@@ -12,6 +12,7 @@ last wins, so a correction replaces the first answer and nothing is counted twic
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import uuid
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 PREFIX = "feedback"
 COLUMNS = ("request_id", "row", "label")
 MAX_REQUEST_ID = 256
+MAX_ROW = 2**31 - 1  # the prediction log keeps a request's row as an int32
+MAX_HTTP_LABELS = 100_000  # labels in one POST to a serving endpoint; more from record_feedback
 _SHOWN = 5
 
 
@@ -135,10 +138,10 @@ def _as_table(labels: Any) -> pa.Table:
 
 def _column(values: list[Any], name: str) -> pa.Array:
     """A column from Python values: labels may mix ints and floats (float64), not numbers and text."""
-    import math
-
     import pyarrow as pa
 
+    if name == "request_id":
+        return _ids(values)
     kinds = set()
     for v in values:
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -152,14 +155,49 @@ def _column(values: list[Any], name: str) -> pa.Array:
     if kinds == {"text"} or not kinds:
         return pa.array([None if v is None or v != v else v for v in values], pa.string())
     if kinds == {"number"}:
-        return pa.array([None if v is None or v != v else float(v) for v in values], pa.float64())
-    if name == "request_id" and kinds <= {"number", "text"}:
-        return pa.array([None if v is None or v != v else str(v) for v in values], pa.string())
+        numbers: list[float | None] = []
+        too_large = []
+        for i, v in enumerate(values):
+            try:
+                numbers.append(None if v is None or v != v else float(v))
+            except OverflowError:  # an integer of hundreds of digits
+                numbers.append(None)
+                too_large.append(i)
+        if too_large:
+            raise _problem(name, too_large, "is a number too large to store (over 1.8e308)")
+        return pa.array(numbers, pa.float64())
     raise InvalidInput(
         f"Column {name!r} mixes {' and '.join(sorted(kinds))}; give one kind of value (all numbers or "
         "all text).",
         details=[{"field": name, "problem": f"mixes {', '.join(sorted(kinds))}"}],
     )
+
+
+def _ids(values: list[Any]) -> pa.Array:
+    """Request ids as text: a whole number (12345, or 12345.0 from a column pandas made float) is
+    its decimal text, as the id it was answered with."""
+    import numbers
+
+    import pyarrow as pa
+
+    ids: list[str | None] = []
+    bad = []
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, numbers.Real) and v != v):
+            ids.append(None)  # reported as empty by _checked
+        elif isinstance(v, str):
+            ids.append(v)
+        elif not isinstance(v, bool) and (
+            isinstance(v, numbers.Integral)
+            or (isinstance(v, numbers.Real) and math.isfinite(v) and v == int(v))
+        ):
+            ids.append(str(int(v)))
+        else:
+            ids.append(None)
+            bad.append(i)
+    if bad:
+        raise _problem("request_id", bad, "is not text or a whole number")
+    return pa.array(ids, pa.string())
 
 
 def _read_file(path: Path) -> pa.Table:
@@ -244,9 +282,10 @@ def _checked(table: pa.Table) -> pa.Table:
         ):
             raise InvalidInput(f"row must be a whole number (the row of the request), not {rows.type}.")
         rows = pc.fill_null(pc.cast(rows, pa.float64()), 0.0)
-        bad = pc.or_(pc.less(rows, 0), pc.not_equal(pc.floor(rows), rows))
+        # (NaN is not its floor; infinity is over the largest row, the log's int32.)
+        bad = pc.or_(pc.or_(pc.less(rows, 0), pc.greater(rows, MAX_ROW)), pc.not_equal(pc.floor(rows), rows))
         if pc.any(bad).as_py():
-            raise _problem("row", _rows(bad), "is not a whole number of 0 or more")
+            raise _problem("row", _rows(bad), f"is not a whole number from 0 to {MAX_ROW}")
         rows = pc.cast(rows, pa.int64())
     else:
         rows = pa.array([0] * table.num_rows, pa.int64())
@@ -275,7 +314,8 @@ def _checked(table: pa.Table) -> pa.Table:
 
 
 def http_feedback(model: str, body: bytes, store: Store | None) -> tuple[int, bytes]:
-    """The status and JSON body answering ``{"labels": [{"request_id", "row", "label"}, ...]}``."""
+    """The status and JSON body answering ``{"labels": [{"request_id", "row", "label"}, ...]}``
+    (at most MAX_HTTP_LABELS of them). The serving app calls it only for a model it routes."""
     import json
 
     def answer(status: int, code: str, message: str, details: Any = None) -> tuple[int, bytes]:
@@ -292,6 +332,14 @@ def http_feedback(model: str, body: bytes, store: Store | None) -> tuple[int, by
             "malformed_request",
             'The body must be {"labels": [{"request_id": ..., "row": 0, "label": ...}, ...]}.',
             [{"field": "labels", "problem": "must be a list of objects"}],
+        )
+    if len(labels) > MAX_HTTP_LABELS:
+        return answer(
+            413,
+            "too_many_labels",
+            f"{len(labels):,} labels in one request; send at most {MAX_HTTP_LABELS:,} per request, or "
+            "record them from a file with `shipway feedback MODEL --file labels.parquet`.",
+            [{"field": "labels", "problem": f"has more than {MAX_HTTP_LABELS} items"}],
         )
     try:
         receipt = record_feedback(model, labels, store=store)

@@ -362,10 +362,12 @@ class ServingApp:
             self._allow(method, "POST")
             await self._predict(scope, receive, send, name, version, v2=True)
         elif action == "feedback" and protocol == "v2" and version is None:
-            # True labels for logged predictions (shipway.monitoring.record_feedback), off the loop.
+            # True labels for logged predictions (shipway.monitoring.record_feedback), off the loop;
+            # only for what this server routes, as labels steer rollbacks and quality alerts.
             from shipway.monitoring.feedback import http_feedback
 
             self._allow(method, "POST")
+            self._endpoint(name)
             body = await self._read_body(receive, dict(scope["headers"]))
             status, answer = await asyncio.to_thread(http_feedback, name, body, self.store)
             await _respond(send, status, answer, [_JSON])
