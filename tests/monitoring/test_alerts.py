@@ -508,3 +508,28 @@ def test_an_older_observation_never_reopens_an_alert_another_monitor_resolved(
     assert a_moved == [], "A's observation was older than the resolve"
     assert [a.state for a in list_alerts(store=store)] == ["resolved"]
 
+
+def test_webhook_urls_are_secrets_kept_out_of_logs_and_the_audit_log(
+    registered: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shipway.rollout import RolloutConfig, deploy
+
+    store = registered
+    secret = "http://127.0.0.1:9/services/T000/B000/XXXXsecretXXXX"  # nothing listens on port 9
+    add_rule("churn", "error_rate", above=0.05, webhooks=[secret], store=store)
+    set_slo("churn", availability=99.0, webhooks=[secret, secret + "2"], store=store)
+    shipway.set_alias("churn", "prod", 1)
+    deploy("churn", "prod", config=RolloutConfig(webhooks=(secret,)), store=store)
+    (added,) = audit.entries(action="alert.rule_added", store=store)
+    (slo,) = audit.entries(action="slo.set", store=store)
+    (deployed,) = audit.entries(action="deployment.created", store=store)
+    assert (added.payload["webhooks"], slo.payload["webhooks"]) == (1, 2)
+    assert deployed.payload["config"]["webhooks"] == 1
+    for entry in audit.entries(store=store):
+        assert "secret" not in json.dumps(entry.payload), entry.action
+
+    with caplog.at_level("WARNING", logger="shipway.webhooks"):
+        webhooks.post_json(secret, {"text": "hello"}, attempts=1)
+        assert webhooks.drain()
+    (failed,) = [r.getMessage() for r in caplog.records if r.name == "shipway.webhooks"]
+    assert "http://127.0.0.1:9" in failed and "secret" not in failed and "services" not in failed

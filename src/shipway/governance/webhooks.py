@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -51,6 +52,17 @@ def check_url(url: str) -> str:
     return url
 
 
+def _where(url: str) -> str:
+    """The scheme and host of a webhook URL, to name it in logs: the rest of a Slack or Teams URL
+    (its path, and any user or password) is its secret."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # not a number: leave it out
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}/..."
+
+
 def _post(url: str, body: bytes, timeout: float) -> tuple[int | None, str | None]:
     request = urllib.request.Request(
         url, data=body, headers={"content-type": "application/json"}, method="POST"
@@ -86,7 +98,10 @@ def _deliver(
         time.sleep(min(backoff * 2 ** (attempt - 1), MAX_DELAY_S))
     result = Delivery(url, error is None, attempt, status, error)
     if not result.ok:
-        log.warning("webhook %s failed after %d attempt(s): %s", url, attempt, error)
+        shown = _where(url)
+        log.warning(
+            "webhook %s failed after %d attempt(s): %s", shown, attempt, (error or "").replace(url, shown)
+        )
     if on_done is not None:
         try:
             on_done(result)

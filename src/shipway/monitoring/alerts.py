@@ -206,7 +206,9 @@ def add_rule(
                 "or give this one another --name."
             )
         conn.execute(_R.insert().values(**values))
-        audit.append(conn, "alert.rule_added", f"alert-rule/{name}", values, actor=actor.name)
+        # Webhook URLs are secrets (a Slack URL is its own credential): the audit log keeps their count.
+        audited = {**values, "webhooks": len(hooks)}
+        audit.append(conn, "alert.rule_added", f"alert-rule/{name}", audited, actor=actor.name)
     return rule
 
 

@@ -436,7 +436,7 @@ def deploy(
                 "from": stable,
                 "to": target.version,
                 "strategy": config.strategy,
-                "config": asdict(config),
+                "config": {**asdict(config), "webhooks": len(config.webhooks)},  # URLs are secrets
             },
         )
     return get_deployment(name, environment, store=store)
