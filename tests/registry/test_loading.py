@@ -362,8 +362,13 @@ def test_a_load_in_a_new_process_imports_no_sqlalchemy(sk_model, churn_data) -> 
 def test_a_load_from_a_store_at_another_schema_revision_is_refused(registered, store: Store) -> None:
     from shipway.store import reset_default_store
 
-    with store.write() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+    with store.write() as conn:  # an older revision this Shipway knows
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0001'"))
     reset_default_store()
     with pytest.raises(shipway.Conflict, match="shipway db upgrade"):
+        shipway.load_model("models:/churn@staging")
+    with store.write() as conn:  # one it does not: a newer Shipway upgraded the store
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    reset_default_store()
+    with pytest.raises(shipway.Conflict, match="a newer Shipway upgraded it"):
         shipway.load_model("models:/churn@staging")
