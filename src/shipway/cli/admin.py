@@ -160,7 +160,8 @@ def _check_loopback(host: str) -> None:
         )
 
 
-def _check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, option: str = "--port (or SHIPWAY_PORT)") -> None:
+    """Refuse at once, naming ``option``, when another process listens on ``host:port``."""
     import socket
 
     with socket.socket() as probe:
@@ -169,7 +170,7 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             raise ShipwayError(
                 f"Cannot listen on {host}:{port} ({exc.strerror}); another process holds it. "
-                "Stop it, or pick another port with --port (or SHIPWAY_PORT)."
+                f"Stop it, or pick another port with {option}."
             ) from None
 
 
@@ -201,7 +202,7 @@ def server(
     """
     if insecure_local:
         _check_loopback(host)
-    _check_port_free(host, port)
+    check_port_free(host, port)
     settings = Settings.resolve()
     store = Store(settings)  # creates or checks the schema once, before any worker starts
     describe_api(host, port, insecure_local, workers, store, settings)

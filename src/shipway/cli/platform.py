@@ -16,26 +16,13 @@ from typing import Annotated
 
 import typer
 
-from shipway.cli.admin import _check_loopback, describe_api, run_api
+from shipway.cli.admin import _check_loopback, check_port_free, describe_api, run_api
 from shipway.cli.output import console, err_console
 from shipway.core.config import Settings
 from shipway.core.errors import ShipwayError
 from shipway.store import Store
 
 CHILD_STOP_S = 30.0  # how long serving gets to save what it buffered before it is killed
-
-
-def _check_port_free(host: str, port: int, option: str) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ShipwayError(
-                f"Cannot listen on {host}:{port} ({exc.strerror}); another process holds it. "
-                f"Stop it, or pick another port with {option}."
-            ) from None
 
 
 def up(
@@ -103,9 +90,9 @@ def up(
     """
     if insecure_local:
         _check_loopback(host)
-    _check_port_free(host, port, "--port (or SHIPWAY_PORT)")
+    check_port_free(host, port, "--port (or SHIPWAY_PORT)")
     if serve:
-        _check_port_free(serve_host, serve_port, "--serve-port (or SHIPWAY_SERVE_PORT), or --no-serve")
+        check_port_free(serve_host, serve_port, "--serve-port (or SHIPWAY_SERVE_PORT), or --no-serve")
         if not controller_interval > 0:
             raise ShipwayError(f"--controller-interval must be positive, not {controller_interval}.")
     if monitor_interval < 0:

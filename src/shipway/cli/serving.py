@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from shipway.cli.admin import check_port_free
 from shipway.cli.output import console, err_console
-from shipway.core.errors import InvalidInput, ShipwayError
+from shipway.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from shipway.rollout import Deployment, Event
@@ -21,19 +22,6 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _check_port_free(host: str, port: int) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ShipwayError(
-                f"Cannot listen on {host}:{port} ({exc.strerror}); another process holds it. "
-                "Stop it, or pick another port with --port (or SHIPWAY_SERVE_PORT)."
-            ) from None
 
 
 def serve(
@@ -165,7 +153,7 @@ def serve(
         return
     targets = [parse_target(m) for m in models]
 
-    _check_port_free(host, port)
+    check_port_free(host, port, "--port (or SHIPWAY_SERVE_PORT)")
 
     def started() -> None:
         console.print(
@@ -243,7 +231,7 @@ def _serve_deployments(
         raise InvalidInput(f"--controller-interval must be 0 (off) or positive, not {controller_interval}.")
     store = get_store()
     deployed = deployment_generations(environment, store=store)
-    _check_port_free(host, port)
+    check_port_free(host, port, "--port (or SHIPWAY_SERVE_PORT)")
 
     def started() -> None:
         console.print(
