@@ -1,5 +1,6 @@
-"""Real servers for the tests: PostgreSQL (Debian's package, started with pg_ctl) and an
-S3-protocol server (moto's standalone server), both on loopback ports."""
+"""Real servers for the tests: PostgreSQL (Debian's package, started with pg_ctl), an
+S3-protocol server (moto's standalone server), and ASGI apps under uvicorn in a thread, all on
+loopback ports."""
 
 from __future__ import annotations
 
@@ -10,14 +11,41 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class ThreadedServer:
+    """An ASGI app under uvicorn on a free loopback port, in a daemon thread of this process."""
+
+    def __init__(self, app: Any, *, timeout: float = 20.0) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"uvicorn did not start within {timeout} s")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut down as on SIGTERM (the app's lifespan shutdown runs) and wait for the thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:

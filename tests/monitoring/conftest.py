@@ -4,7 +4,6 @@ prediction log is written to the test's artifact store."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import uvicorn
-from servers import free_port
+from servers import ThreadedServer
 
 import shipway
 from shipway.serving import PredictionLog, ServingApp, ServingConfig
@@ -114,23 +113,13 @@ def serve() -> Iterator[Callable[..., Served]]:
         app.listeners.append(log)
         for endpoint, uri in deployments:
             app.deploy(endpoint, uri)
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        served = Served(app, log, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30))
-        started.append((server, thread, served))
+        server = ThreadedServer(app)
+        served = Served(app, log, httpx.Client(base_url=server.url, timeout=30))
+        started.append((server, served))
         return served
 
     yield start
-    for server, thread, served in started:
+    for server, served in started:
         served.client.close()
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.stop(timeout=10)
         served.log.flush()

@@ -8,7 +8,6 @@ request, so it fails about a fifth of what it answers.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -16,8 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
-from servers import free_port
+from servers import ThreadedServer
 
 import shipway
 from shipway import governance
@@ -66,19 +64,9 @@ def server() -> Iterator[tuple[str, TrafficRecorder]]:
     sync.sync()
     sync.start()
     recorder.start()
-    port = free_port()
-    uv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", recorder
-    uv.should_exit = True
-    thread.join(30)
+    server = ThreadedServer(app)
+    yield server.url, recorder
+    server.stop()
 
 
 def _send(client: httpx.Client, n: int) -> list[tuple[int, str]]:

@@ -3,7 +3,6 @@ log by request id, per arm, and a candidate that is wrong more often is rolled b
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 
@@ -11,8 +10,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
-from servers import free_port
+from servers import ThreadedServer
 
 import shipway
 from shipway import governance
@@ -52,11 +50,8 @@ def served(shipway_home):  # type: ignore[no-untyped-def]
     )
     plan = ServePlan(environment="prod", trust=True, sync_interval=0.1, log_flush_seconds=0.2)
     app = build_app(plan, store=store)  # no controller: the test ticks it
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
+    server = ThreadedServer(app)
+    url = server.url
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -68,8 +63,7 @@ def served(shipway_home):  # type: ignore[no-untyped-def]
         assert time.monotonic() < deadline, "the canary was never served"
         time.sleep(0.05)
     yield store, url, rollout
-    server.should_exit = True
-    thread.join(30)
+    server.stop()
     app.close()
 
 

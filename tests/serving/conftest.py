@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -11,8 +9,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
-from servers import free_port
+from servers import ThreadedServer
 
 import shipway
 from shipway.serving import ServingApp, ServingConfig
@@ -84,26 +81,16 @@ class Running:
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., Running]]:
     """Start a ServingApp under uvicorn on a free loopback port; stopped at teardown."""
-    started: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
+    started: list[tuple[ThreadedServer, httpx.Client]] = []
 
     def start(app: ServingApp | None = None, **config: object) -> Running:
         app = app or ServingApp(ServingConfig(**config))  # type: ignore[arg-type]
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        started.append((server, thread, client))
-        return Running(app, f"http://127.0.0.1:{port}", client, port)
+        server = ThreadedServer(app)
+        client = httpx.Client(base_url=server.url, timeout=30)
+        started.append((server, client))
+        return Running(app, server.url, client, server.port)
 
     yield start
-    for server, thread, client in started:
+    for server, client in started:
         client.close()
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.stop(timeout=10)
