@@ -20,7 +20,7 @@ at once). Version 2 is signed and has its card filled in. Workloads:
    the dataset from disk; the fresh process's wall time from spawn to exit is reported too. Every
    promotion evaluates all 6 gates for real: no_regression scores both version 2 and the ``prod``
    champion (version 1) on the holdout. The time inside the call is split into phases.
-2. authenticated metadata reads: ``python -m shipway up`` as a subprocess on the same store, a
+2. authenticated metadata reads: ``python -m shipway server`` as a subprocess on the same store, a
    viewer token made beforehand with ``governance.create_token(role="viewer")``, and a few httpx
    clients on threads (keep-alive) alternating GET ``/api/v1/models/churn/versions/1`` and
    ``/api/v1/models``. Requests/s, latency percentiles, and errors (any non-200); with one server
@@ -61,7 +61,7 @@ from _harness import Bench, fmt_value, progress, render_table
 RESULTS_FILE = _harness.BENCH_DIR / "results" / "governance.json"
 WORKER_TIMEOUT_S = 1800
 SERVER_START_TIMEOUT_S = 120
-WORKER_START_S = 5.0  # how long the extra `shipway up --workers` processes get to import and open
+WORKER_START_S = 5.0  # how long the extra `shipway server --workers` processes get to import and open
 
 FULL = {
     "holdout_rows": 10_000,
@@ -473,7 +473,7 @@ def drive(
 
 
 def shipway_reads(cfg: dict[str, Any], tmp: Path, workers: int = 1) -> dict[str, Any]:
-    """Authenticated reads from ``python -m shipway up --workers N`` on the store in ``tmp``."""
+    """Authenticated reads from ``python -m shipway server --workers N`` on the store in ``tmp``."""
     import httpx
 
     env = _harness.worker_env("shipway", tmp)
@@ -510,7 +510,7 @@ def shipway_reads(cfg: dict[str, Any], tmp: Path, workers: int = 1) -> dict[str,
 
 
 def shipway_reads_insecure(cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
-    """The same reads from ``shipway up --insecure-local`` (no token check): what authentication costs."""
+    """The same reads from ``shipway server --insecure-local`` (no token check): what authentication costs."""
     env = _harness.worker_env("shipway", tmp)
     port = free_port()
     argv = [sys.executable, "-m", "shipway", "server", "--port", str(port), "--insecure-local"]
@@ -640,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         shipway_results["api_reads"], shipway_results["api_reads_2_workers"] = reads, reads2
         shipway_results["api_reads_rates"] = {str(n): [r["rate"] for r in samples[n]] for n in samples}
 
-        print("[Shipway] the same reads from `shipway up --insecure-local` (no token check) ...", flush=True)
+        print("[Shipway] the same reads, `shipway server --insecure-local` (no token check) ...", flush=True)
         insecure = shipway_reads_insecure(sizes, tmp)
         shipway_results["api_reads_insecure_local"] = insecure
         print(f"    {insecure['rate']:,.0f} requests/s, p99 {insecure['p99_ms']:.1f} ms")
@@ -684,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         ("  latency p50 / p95 / p99", None, "", "", ""),
         ("  errors (non-200)", float(reads["errors"]), "", "0", met(reads["errors"] == 0)),
         (
-            "the same reads, `shipway up --workers 2` (better of 2)",
+            "the same reads, `shipway server --workers 2` (better of 2)",
             reads2["rate"],
             "requests/s",
             f"\u2265 {TARGET_READS_PER_S:,.0f}/s, 0 errors",
