@@ -82,8 +82,28 @@ app.command("backup")(backup)
 app.command("restore")(restore)
 
 
+def _release_arrow() -> None:
+    """Free what still holds Arrow readers (a parquet file, a batch iterator) while Arrow is alive.
+
+    Left to interpreter teardown, a parquet reader's native threads can outlive Arrow's memory
+    pools and abort the process after its work is done ("terminate called without an active
+    exception", exit -6; apache/arrow#34314), which a shell script sees as a failure.
+    """
+    if "pyarrow" in sys.modules:
+        import gc
+
+        gc.collect()
+
+
 def main() -> None:
     """Entry point: runs the app and turns errors into a message and an exit code, no traceback."""
+    try:
+        _run()
+    finally:
+        _release_arrow()
+
+
+def _run() -> None:
     try:
         app()
     except ShipwayError as exc:
