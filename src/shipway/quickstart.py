@@ -234,14 +234,19 @@ def _run(home: Path, result: QuickstartResult, n: Narrator, requests_per_arm: in
         candidate_version = _candidate(train, holdout, features)
         result.candidate_version = candidate_version
         n.say(f"v{candidate_version} (a one-split tree) passed staging and was approved for prod")
-        outcome, reasons, sent = _canary(url, store, holdout, features, requests_per_arm)
+        outcome, reasons, sent = _canary(url, holdout, features, requests_per_arm)
         result.requests_sent += sent
         result.rollout_outcome, result.rollout_reasons = outcome, reasons
         n.say(f"canary of v{candidate_version}: {outcome.replace('_', ' ')} after {sent} requests")
         for reason in reasons:
             n.say(f"  - {reason}")
         d = get_deployment(MODEL, "prod")
-        n.say(f"all traffic is back on v{d.stable_version}")
+        if outcome == "rolled_back":
+            n.say(
+                f"all traffic is back on v{d.stable_version}; prod's alias still names v{candidate_version}"
+            )
+        else:
+            n.say(f"v{d.stable_version} now answers all traffic")
 
         n.step("Send a drifted batch of traffic; the monitor raises the drift alert")
         _drift_alert(home, url, holdout, features, result, n, requests_per_arm * 2)
@@ -411,9 +416,7 @@ def _traffic(url: str, rows: Any, features: list[str], count: int, *, seed: int,
     return len(answered)
 
 
-def _canary(
-    url: str, store: Any, holdout: Any, features: list[str], per_arm: int
-) -> tuple[str, list[str], int]:
+def _canary(url: str, holdout: Any, features: list[str], per_arm: int) -> tuple[str, list[str], int]:
     """Roll the candidate out as a canary and send traffic until the controller has decided."""
     from shipway.rollout import RolloutConfig, deploy, get_deployment
     from shipway.rollout.deployments import history
@@ -422,7 +425,8 @@ def _canary(
     started = deploy(MODEL, "prod", config=config)
     sent = 0
     deadline = time.monotonic() + 120
-    assert started.status == "progressing", started
+    if started.status != "progressing":
+        raise ShipwayError(f"The quickstart's canary did not start (the deployment is {started.status}).")
     while get_deployment(MODEL, "prod").status != "idle":
         if time.monotonic() > deadline:
             raise ShipwayError("The quickstart's canary was not decided within 120 s.")
