@@ -157,6 +157,27 @@ def parse_result(stdout: str) -> dict[str, Any] | None:
     return json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines else None
 
 
+def run_script(
+    python: Path, script: Path, cfg: dict[str, Any], tmp: Path, env: dict[str, str], timeout: float, what: str
+) -> dict[str, Any]:
+    """Run a worker ``script`` with ``cfg`` (and ``tmp``) as its JSON argument; its result, or exit
+    saying which worker (``what``) failed, with the end of its output."""
+    proc = subprocess.run(
+        [str(python), str(script), json.dumps({**cfg, "tmp": str(tmp)})],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    result = parse_result(proc.stdout)
+    if proc.returncode != 0 or result is None:
+        sys.stderr.write(proc.stdout[-4000:])
+        raise SystemExit(f"{what} failed (exit {proc.returncode}); see above.")
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # The run: the command line, the tools, the table, the results file.
 # ---------------------------------------------------------------------------------------------

@@ -38,10 +38,8 @@ tools wrote the same predictions. Results go to ``bench/results/scoring.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -208,20 +206,8 @@ def ensure_mlflow_venv() -> tuple[Path, str]:
 def run_worker(tool: str, python: Path, cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
     script = tmp / f"{tool}_worker.py"
     script.write_text(_harness.worker_script(WORKER_IMPORTS, (make_model, timed), WORKERS[tool]))
-    proc = subprocess.run(
-        [str(python), str(script), json.dumps({**cfg, "tmp": str(tmp)})],
-        cwd=tmp,
-        env=_harness.worker_env(tool, tmp / f"{tool}-home"),
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=WORKER_TIMEOUT_S,
-        check=False,
-    )
-    result = _harness.parse_result(proc.stdout)
-    if proc.returncode != 0 or result is None:
-        sys.stderr.write(proc.stdout[-4000:])
-        raise SystemExit(f"{tool} worker failed (exit {proc.returncode}); see above.")
-    return result
+    env = _harness.worker_env(tool, tmp / f"{tool}-home")
+    return _harness.run_script(python, script, cfg, tmp, env, WORKER_TIMEOUT_S, f"{tool} worker")
 
 
 def same_predictions(paths: list[str]) -> bool:

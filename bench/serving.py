@@ -306,20 +306,7 @@ def run_worker(
     script = tmp / f"{kind}_worker.py"
     if not script.exists():
         script.write_text(_harness.worker_script(WORKER_IMPORTS, (make_models,), WORKERS[kind]))
-    proc = subprocess.run(
-        [str(python), str(script), json.dumps({**cfg, "tmp": str(tmp)})],
-        cwd=tmp,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=WORKER_TIMEOUT_S,
-        check=False,
-    )
-    result = _harness.parse_result(proc.stdout)
-    if proc.returncode != 0 or result is None:
-        sys.stderr.write(proc.stdout[-4000:])
-        raise SystemExit(f"{kind} worker failed (exit {proc.returncode}); see above.")
-    return result
+    return _harness.run_script(python, script, cfg, tmp, env, WORKER_TIMEOUT_S, f"{kind} worker")
 
 
 def free_port() -> int:

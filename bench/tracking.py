@@ -28,11 +28,9 @@ The table shows each figure and how many times faster Shipway is. Results also g
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -327,20 +325,15 @@ def run_worker(tool: str, python: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     with _harness.fresh_dir(tool, cfg["workload"]) as tmp:
         script = tmp / "worker.py"
         script.write_text(worker_source(tool), encoding="utf-8")
-        proc = subprocess.run(
-            [str(python), str(script), json.dumps({**cfg, "tmp": str(tmp)})],
-            cwd=tmp,
-            env=_harness.worker_env(tool, tmp),
-            stdout=subprocess.PIPE,
-            text=True,
-            timeout=WORKER_TIMEOUT_S,
-            check=False,
+        return _harness.run_script(
+            python,
+            script,
+            cfg,
+            tmp,
+            _harness.worker_env(tool, tmp),
+            WORKER_TIMEOUT_S,
+            f"{tool} worker for {cfg['workload']}",
         )
-    result = _harness.parse_result(proc.stdout)
-    if proc.returncode != 0 or result is None:
-        sys.stderr.write(proc.stdout[-4000:])
-        raise SystemExit(f"{tool} worker for {cfg['workload']} failed (exit {proc.returncode}); see above.")
-    return result
 
 
 def table_rows(sizes: dict[str, Any]) -> list[Row]:
