@@ -29,7 +29,7 @@ from shipway.monitoring.traffic import MINUTE_MS, Counts, read_counts, record_tr
 from shipway.registry import parse_model_uri
 from shipway.serving.app import PredictionEvent
 from shipway.serving.follow import Target
-from shipway.serving.windows import default_worker
+from shipway.serving.windows import PeriodicSaver, default_worker
 from shipway.store import Store
 
 log = logging.getLogger("shipway.serving")
@@ -43,12 +43,14 @@ def target_environments(targets: Iterable[Target]) -> dict[str, str]:
     return {t.endpoint: parse_model_uri(t.uri)[2] or NO_ENVIRONMENT for t in targets}
 
 
-class TrafficRecorder:
+class TrafficRecorder(PeriodicSaver):
     """Counts requests per (model, version, minute) and saves them to the store in the background.
 
     ``environment`` is the environment every endpoint counts for, or a mapping from endpoint to
     its environment (an endpoint it does not name counts in :data:`NO_ENVIRONMENT`).
     """
+
+    thread_name = "shipway-traffic"
 
     def __init__(
         self,
@@ -69,8 +71,7 @@ class TrafficRecorder:
         self._dirty: set[tuple[str, str, int]] = set()
         # Minutes whose stored row (if any) is already in the counts above.
         self._known: set[tuple[str, str, int]] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- counting: on the event loop, a few microseconds -------------------------------------
 
@@ -141,23 +142,3 @@ class TrafficRecorder:
             for key in done:
                 del self._counts[key]
                 self._known.discard(key)
-
-    def start(self) -> TrafficRecorder:
-        """Save every ``interval`` seconds in a daemon thread."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="shipway-traffic", daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.flush()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread and save what is left."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-        self.flush()

@@ -25,7 +25,7 @@ import secrets
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -71,8 +71,45 @@ def first_prediction(predictions: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-class WindowRecorder:
+class PeriodicSaver:
+    """A listener that saves what it counted every ``interval`` seconds in a daemon thread, and
+    once more at :meth:`stop`; subclasses set ``thread_name`` and define ``flush``."""
+
+    thread_name = "shipway-saver"
+    interval: float
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def flush(self) -> int:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Save every ``interval`` seconds in a daemon thread."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread and save what is left."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+        self.flush()
+
+
+class WindowRecorder(PeriodicSaver):
     """Counts requests into per-arm windows and saves them to the store in the background."""
+
+    thread_name = "shipway-windows"
 
     def __init__(self, store: Store, *, worker: str | None = None, interval: float = 1.0) -> None:
         self.store = store
@@ -84,8 +121,7 @@ class WindowRecorder:
         self._dirty: set[tuple[Any, ...]] = set()
         self._touched: dict[tuple[Any, ...], float] = {}
         self._rng = random.Random()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- counting: on the event loop, a few microseconds -------------------------------------
 
@@ -170,23 +206,3 @@ class WindowRecorder:
                     self._windows.pop(key, None)  # type: ignore[arg-type]
                 else:
                     self._agreement.pop(key, None)  # type: ignore[arg-type]
-
-    def start(self) -> WindowRecorder:
-        """Save every ``interval`` seconds in a daemon thread."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="shipway-windows", daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.flush()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread and save what is left."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-        self.flush()
