@@ -129,10 +129,16 @@ def build_app(
 
     cb = callbacks or Callbacks()
     app = ServingApp(plan.config, store=store)
-    starters: list[Callable[[], object]] = []
+    parts: list[Any] = []  # started in this order; stopped in this order when the app closes
+
+    def alongside(part: Any, *, listens: bool = False) -> None:
+        if listens:
+            app.listeners.append(part)
+        app.on_close.append(part.stop)
+        parts.append(part)
+
     if plan.environment is not None:
         recorder = WindowRecorder(store, worker=worker, interval=plan.sync_interval)
-        app.listeners.append(recorder)
         sync = DeploymentSync(
             app,
             plan.environment,
@@ -145,11 +151,9 @@ def build_app(
         controller = _controller(plan.environment, controller_interval, store, cb.on_event)
         # At shutdown: stop changing things, then save the windows of every request answered.
         if controller is not None:
-            app.on_close.append(controller.stop)
-        app.on_close.extend([sync.stop, recorder.stop])
-        starters += [sync.start, recorder.start]
-        if controller is not None:
-            starters.append(controller.start)
+            alongside(controller)
+        alongside(sync)
+        alongside(recorder, listens=True)
     else:
         follower = TargetSync(
             app,
@@ -162,28 +166,24 @@ def build_app(
         )
         for target in plan.targets:  # 503 "loading", not 404, until the first load
             app.router.mark_unready(target.endpoint, f"{target.uri} is loading.")
-        app.on_close.append(follower.stop)
-        starters.append(follower.start)
+        alongside(follower)
     from shipway.serving.traffic import TrafficRecorder, target_environments
 
     counted = plan.environment if plan.environment is not None else target_environments(plan.targets)
-    traffic = TrafficRecorder(store, environment=counted, worker=worker, interval=max(plan.sync_interval, 1))
-    app.listeners.append(traffic)  # per-minute counts for alerts and SLOs
-    app.on_close.append(traffic.stop)
-    starters.append(traffic.start)
+    interval = max(plan.sync_interval, 1)
+    alongside(TrafficRecorder(store, environment=counted, worker=worker, interval=interval), listens=True)
     if plan.log_sample is not None:
         from shipway.serving.predlog import PredictionLog
 
-        predictions = PredictionLog(
+        # Last to stop: it writes every request answered, those answered while others stopped too.
+        log_ = PredictionLog(
             store, sample=plan.log_sample, flush_seconds=plan.log_flush_seconds, worker=worker
         )
-        app.listeners.append(predictions)
-        app.on_close.append(predictions.stop)  # after the others: it writes every request answered
-        starters.append(predictions.start)
+        alongside(log_, listens=True)
     if cb.on_start is not None:
         cb.on_start()
-    for start in starters:
-        start()
+    for part in parts:
+        part.start()
     return app
 
 
