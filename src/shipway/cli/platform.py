@@ -19,7 +19,7 @@ import typer
 from shipway.cli.admin import _check_loopback, check_port_free, describe_api, run_api
 from shipway.cli.output import console, err_console
 from shipway.core.config import Settings
-from shipway.core.errors import ShipwayError
+from shipway.core.errors import InvalidInput
 from shipway.store import Store
 
 CHILD_STOP_S = 30.0  # how long serving gets to save what it buffered before it is killed
@@ -94,9 +94,9 @@ def up(
     if serve:
         check_port_free(serve_host, serve_port, "--serve-port (or SHIPWAY_SERVE_PORT), or --no-serve")
         if not controller_interval > 0:
-            raise ShipwayError(f"--controller-interval must be positive, not {controller_interval}.")
+            raise InvalidInput(f"--controller-interval must be positive, not {controller_interval}.")
     if monitor_interval < 0:
-        raise ShipwayError(f"--monitor-interval must be 0 (off) or positive, not {monitor_interval}.")
+        raise InvalidInput(f"--monitor-interval must be 0 (off) or positive, not {monitor_interval}.")
     settings = Settings.resolve()
     store = Store(settings)  # creates or checks the schema before anything else opens it
     describe_api(host, port, insecure_local, workers, store, settings)
