@@ -131,9 +131,11 @@ def status(name: Name, env: Env = "prod", as_json: JsonFlag = False) -> None:
             Text.assemble("Latest analysis: ", (verdict["action"], style), f" at {when(verdict['at'])}")
         )
         for check in verdict["checks"]:
-            mark = {"pass": ("pass", "green"), "fail": ("FAIL", "red")}.get(
-                check["status"], ("no data", "yellow")
-            )
+            mark = {
+                "pass": ("pass", "green"),
+                "fail": ("FAIL", "red"),
+                "inconclusive": ("wait", "yellow"),
+            }.get(check["status"], ("no data", "yellow"))
             console.print(Text.assemble("  ", mark, f"  {check['metric']}: {check['summary']}"))
 
 

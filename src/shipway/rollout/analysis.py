@@ -5,18 +5,21 @@ errors, a latency histogram over fixed buckets, the predictions seen (class coun
 sample of numbers), and, where labels arrived, how many were right. Windows from several workers
 or time slices merge by adding, so the controller never needs raw requests.
 
-Every check answers ``pass``, ``fail`` or ``no_data``; too little traffic is ``no_data``, never a
-failure (as in Kayenta and Argo Rollouts' "inconclusive"). The tests:
+Every check answers ``pass``, ``fail``, ``inconclusive`` or ``no_data``; too little traffic is
+``no_data``, never a failure (as in Kayenta and Argo Rollouts' "inconclusive"). The tests:
 
-- **error rate**: a one-sided Fisher exact test that the candidate fails more often than stable
-  (the hypergeometric tail, exact at any sample size), failing only when it is also worse by more
-  than a tolerance, so a tiny but "significant" difference on huge traffic does not roll back.
-  The controller looks once per step; ``alpha`` is split across the planned looks (Bonferroni),
-  so peeking at every step does not inflate false rollbacks.
+- **error rate**: a sequential test that the candidate fails more often than stable, failing only
+  when the candidate is also worse by more than a tolerance, so a tiny but "significant" difference
+  on huge traffic does not roll back. The controller looks at every tick, as often as it likes: the
+  p-value is *always valid* (see :func:`sequential_greater`), so peeking does not inflate false
+  rollbacks the way a fixed-sample test (Fisher's, a z-test) checked at every tick does. ``alpha``
+  is split across the rollout's steps (Bonferroni), each step being judged on its own window.
+  A candidate that is worse by more than the tolerance but not yet significantly is
+  ``inconclusive``: the controller holds and gathers more traffic instead of promoting it.
 - **latency**: the ratio of p95 latencies, estimated from the histograms, against a maximum.
 - **prediction drift**: the population stability index between the arms' predictions (class
   frequencies, or ten quantile bins of the stable arm's values).
-- **live quality**: where labels arrived, the same Fisher test on wrong answers.
+- **live quality**: where labels arrived, the same sequential test on wrong answers.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (
     1000, 2000, 5000, 10000, math.inf,
 )  # fmt: skip
 SAMPLE_SIZE = 2_000  # numeric predictions kept per arm window (uniform reservoir)
-PASS, FAIL, NO_DATA = "pass", "fail", "no_data"
+PASS, FAIL, INCONCLUSIVE, NO_DATA = "pass", "fail", "inconclusive", "no_data"
 PROMOTE, HOLD, ROLLBACK = "promote", "hold", "rollback"
 
 
@@ -135,7 +138,7 @@ class Check:
     """One metric's comparison of candidate with stable."""
 
     metric: str
-    status: str  # pass | fail | no_data
+    status: str  # pass | fail | inconclusive | no_data
     summary: str
     measured: dict[str, Any]
 
@@ -154,8 +157,8 @@ class Verdict:
 class Thresholds:
     """How much worse a candidate may be, and how much evidence a judgement needs."""
 
-    alpha: float = 0.05  # family-wise, across all planned looks
-    looks: int = 4  # planned analyses (one per step); alpha is split across them
+    alpha: float = 0.05  # family-wise: the chance of rolling back a candidate as good as stable
+    looks: int = 4  # windows judged on their own (one per step); alpha is split across them
     min_requests: int = 100  # per arm, for error rate and latency
     error_tolerance: float = 0.005  # absolute: 0.5 percentage points
     max_latency_ratio: float = 1.5  # candidate p95 / stable p95
@@ -166,22 +169,56 @@ class Thresholds:
     quality_tolerance: float = 0.02  # absolute accuracy points
 
 
-def fisher_greater(x_c: int, n_c: int, x_s: int, n_s: int) -> float:
-    """One-sided p-value that the candidate's rate x_c/n_c exceeds stable's x_s/n_s (Fisher's exact).
+def sequential_greater(x_c: int, n_c: int, x_s: int, n_s: int) -> float:
+    """An always-valid one-sided p-value that the candidate's rate x_c/n_c exceeds stable's x_s/n_s.
 
-    Conditional on the total k = x_c + x_s, x_c is hypergeometric; the p-value is P(X >= x_c).
+    Conditional on the k = x_c + x_s failures seen, each failure is the candidate's with probability
+    rho = n_c / (n_c + n_s) when both arms fail equally often, and with a larger probability when
+    the candidate is worse. The test is the mixture sequential probability ratio test (Robbins;
+    Johari et al., "Always valid inference") on that sequence: the likelihood ratio of
+    "candidate's share q" against "q = rho", averaged over q uniform on (rho, 1),
+
+        L = integral_rho^1 q^x (1-q)^(k-x) dq / ((1 - rho) rho^x (1-rho)^(k-x)),
+
+    is a nonnegative martingale under equal rates, so by Ville's inequality the chance that 1/L
+    *ever* drops below alpha, however often and whenever it is looked at, is at most alpha. The
+    integral is a binomial tail: B(x+1, k-x+1) P(Binomial(k+1, rho) <= x).
     """
     k, n = x_c + x_s, n_c + n_s
-    low, high = max(0, k - n_s), min(k, n_c)
-    if x_c <= low:
-        return 1.0
+    if k == 0 or n_c == 0 or n_s == 0 or x_c * n_s <= x_s * n_c:
+        return 1.0  # nothing failed, one arm is empty, or the candidate fails no more than stable
+    rho = n_c / n
+    log_mixture = (
+        math.lgamma(x_c + 1)
+        + math.lgamma(x_s + 1)
+        - math.lgamma(k + 2)
+        + _log_binomial_cdf(x_c, k + 1, rho)
+        - math.log1p(-rho)
+    )
+    log_null = x_c * math.log(rho) + x_s * math.log1p(-rho)
+    return math.exp(min(0.0, log_null - log_mixture))
 
-    def log_pmf(x: int) -> float:
-        return _log_comb(n_c, x) + _log_comb(n_s, k - x) - _log_comb(n, k)
 
-    terms = [log_pmf(x) for x in range(x_c, high + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+def _log_binomial_cdf(x: int, m: int, p: float) -> float:
+    """log P(Binomial(m, p) <= x), summing whichever tail is shorter from its end by the mode."""
+    if x >= m:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+
+    def log_pmf(j: int) -> float:
+        return _log_comb(m, j) + j * log_p + (m - j) * log_q
+
+    lower = x <= int((m + 1) * p)  # at or below the mode: the lower tail shrinks from x down
+    js = range(x, -1, -1) if lower else range(x + 1, m + 1)
+    top = log_pmf(js[0])
+    total = 0.0
+    for j in js:
+        term = log_pmf(j) - top
+        if term < -50:  # the rest adds less than e-50 relative: below double precision
+            break
+        total += math.exp(term)
+    log_tail = top + math.log(total)
+    return log_tail if lower else math.log1p(-min(math.exp(log_tail), 1.0))
 
 
 def _log_comb(n: int, k: int) -> float:
@@ -215,18 +252,39 @@ def check_error_rate(stable: ArmWindow, candidate: ArmWindow, t: Thresholds) -> 
             f"{t.min_requests} each are needed",
             measured,
         )
-    p = fisher_greater(candidate.errors, candidate.requests, stable.errors, stable.requests)
-    diff = candidate.errors / candidate.requests - stable.errors / stable.requests
-    level = t.alpha / max(t.looks, 1)
-    failed = p < level and diff > t.error_tolerance
     summary = (
         f"candidate {_rate(candidate.errors, candidate.requests)} vs stable "
-        f"{_rate(stable.errors, stable.requests)}: Fisher p={p:.3g} (fails below {level:.3g} "
-        f"when worse by more than {100 * t.error_tolerance:.2f} points)"
+        f"{_rate(stable.errors, stable.requests)}"
     )
-    return Check(
-        "error_rate", FAIL if failed else PASS, summary, {**measured, "p_value": p, "difference": diff}
+    return _compare_rates(
+        "error_rate", (candidate.errors, candidate.requests), (stable.errors, stable.requests),
+        t.error_tolerance, t, summary, measured,
+    )  # fmt: skip
+
+
+def _compare_rates(
+    metric: str,
+    candidate: tuple[int, int],
+    stable: tuple[int, int],
+    tolerance: float,
+    t: Thresholds,
+    summary: str,
+    measured: dict[str, Any],
+) -> Check:
+    """Fail when the candidate's rate is significantly higher and higher by more than
+    ``tolerance``; inconclusive when it is higher by more than that but not yet significantly."""
+    p = sequential_greater(*candidate, *stable)
+    diff = candidate[0] / candidate[1] - stable[0] / stable[1]
+    level = t.alpha / max(t.looks, 1)
+    worse = diff > tolerance
+    status = FAIL if worse and p < level else INCONCLUSIVE if worse else PASS
+    summary += (
+        f": sequential p={p:.3g} (fails below {level:.3g} when worse by more than "
+        f"{100 * tolerance:.2f} points)"
     )
+    if status == INCONCLUSIVE:
+        summary += "; worse so far but not significantly: waiting for more traffic"
+    return Check(metric, status, summary, {**measured, "p_value": p, "difference": diff})
 
 
 def check_latency(stable: ArmWindow, candidate: ArmWindow, t: Thresholds) -> Check:
@@ -272,17 +330,14 @@ def check_quality(stable: ArmWindow, candidate: ArmWindow, t: Thresholds) -> Che
         return Check(
             "live_quality", NO_DATA, f"{candidate.labelled} vs {stable.labelled} labels so far", measured
         )
-    p = fisher_greater(candidate.wrong, candidate.labelled, stable.wrong, stable.labelled)
-    diff = candidate.wrong / candidate.labelled - stable.wrong / stable.labelled
-    level = t.alpha / max(t.looks, 1)
-    failed = p < level and diff > t.quality_tolerance
     summary = (
         f"wrong answers: candidate {_rate(candidate.wrong, candidate.labelled)} vs stable "
-        f"{_rate(stable.wrong, stable.labelled)}, Fisher p={p:.3g}"
+        f"{_rate(stable.wrong, stable.labelled)}"
     )
-    return Check(
-        "live_quality", FAIL if failed else PASS, summary, {**measured, "p_value": p, "difference": diff}
-    )
+    return _compare_rates(
+        "live_quality", (candidate.wrong, candidate.labelled), (stable.wrong, stable.labelled),
+        t.quality_tolerance, t, summary, measured,
+    )  # fmt: skip
 
 
 def analyse(stable: ArmWindow, candidate: ArmWindow, t: Thresholds | None = None) -> list[Check]:
@@ -297,8 +352,8 @@ def analyse(stable: ArmWindow, candidate: ArmWindow, t: Thresholds | None = None
 
 
 def judge(checks: Iterable[Check], *, failures: int = 0, failure_limit: int = 0) -> Verdict:
-    """Promote when nothing failed and the error rate had enough data; roll back once failed
-    analyses exceed ``failure_limit``; otherwise hold and gather more traffic."""
+    """Promote when nothing failed or looks worse and the error rate had enough data; roll back
+    once failed analyses exceed ``failure_limit``; otherwise hold and gather more traffic."""
     checks = list(checks)
     failed = [c for c in checks if c.status == FAIL]
     if failed:
@@ -309,6 +364,9 @@ def judge(checks: Iterable[Check], *, failures: int = 0, failure_limit: int = 0)
         return Verdict(
             HOLD, [*reasons, f"failure {failures} of at most {failure_limit} tolerated"], checks, failures
         )
+    unsure = [f"{c.metric}: {c.summary}" for c in checks if c.status == INCONCLUSIVE]
+    if unsure:
+        return Verdict(HOLD, unsure, checks, failures)
     gate = next((c for c in checks if c.metric == "error_rate"), None)
     if gate is None or gate.status == NO_DATA:
         return Verdict(HOLD, ["not enough traffic yet to judge the error rate"], checks, failures)

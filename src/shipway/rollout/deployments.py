@@ -97,7 +97,9 @@ class RolloutConfig:
         return RolloutConfig(**{**asdict(self), "steps": steps, "webhooks": tuple(self.webhooks)})
 
     def analysis_thresholds(self) -> Thresholds:
-        looks = 3 * max(len(self.steps) if self.strategy == "canary" else 1, 1)
+        # Each step is judged on its own window, with an always-valid test (it may look at every
+        # tick), so alpha is split across the steps only.
+        looks = max(len(self.steps) if self.strategy == "canary" else 1, 1)
         return Thresholds(**{"looks": looks, "min_requests": self.min_requests, **self.thresholds})
 
     @classmethod
