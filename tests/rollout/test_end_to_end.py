@@ -274,11 +274,13 @@ def test_a_bad_candidate_is_rolled_back_on_its_own_evidence(local: Store, serve,
     (rolled_back,) = audit.entries(subject="deployment/churn/prod", action="rollout.rolled_back", store=store)
     metric = "error_rate" if kind == "failing" else "prediction_drift"
     assert any(reason.startswith(metric) for reason in rolled_back.payload["reasons"]), rolled_back.payload
-    assert not audit.entries(subject="deployment/churn/prod", action="rollout.step", store=store), (
-        "rolled back in its first step, at 20 %"
-    )
-    # Within the sample budget: the first look with MIN_REQUESTS candidate requests (or soon after).
-    candidate = dep.windows(store, d.rollout_id, 0)["candidate"]
+    # Rolled back in its first step, at 20 %: with MIN_REQUESTS candidate requests its errors are
+    # significant, or (a few failures short) it waits for more instead of advancing. Only a run with
+    # no marked row among its first MIN_REQUESTS (p = 0.95**100, 0.6 %) passes one step first.
+    steps = audit.entries(subject="deployment/churn/prod", action="rollout.step", store=store)
+    assert len(steps) <= 1, "rolled back by 50 % at the latest"
+    # Within the sample budget: soon after the first look with MIN_REQUESTS candidate requests.
+    candidate = dep.windows(store, d.rollout_id, len(steps))["candidate"]
     assert MIN_REQUESTS <= candidate.requests <= 4 * MIN_REQUESTS, candidate.requests
     if kind == "failing":
         assert candidate.errors >= 3
@@ -320,7 +322,9 @@ def test_a_good_candidate_reaches_all_traffic_and_switching_fails_no_request(sto
     statuses = Counter(r[0] for r in load.results)
     assert statuses == {200: len(load.results)} and load.failures == [], (statuses, load.failures[:3])
     assert {r[1] for r in load.results} == {"1", "2", "3", "4"}
-    assert {(r[1], r[2]) for r in load.results[after:]} == {("4", "stable")}
+    # Past the one request per load thread that may have picked v2 before the switch:
+    tail = load.results[after + load.threads :]
+    assert tail and {(r[1], r[2]) for r in tail} == {("4", "stable")}
     steps = audit.entries(subject="deployment/churn/prod", action="rollout.step", store=store)
     assert [e.payload["step"] for e in steps] == [1, 2], "20 % -> 50 % -> 100 %"
     outcomes = [h["outcome"] for h in dep.history("churn", store=store)]
