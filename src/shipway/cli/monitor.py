@@ -250,6 +250,45 @@ def feedback(
     console.print(f"Recorded {receipt.labels:,} label(s) for {receipt.model} ({receipt.key}).")
 
 
+@monitor_app.command("prune")
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="Delete the days that ended longer ago than this: 30d, 12w.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Only this model's logs.", show_default=False)
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete old prediction logs and labels (whole days), and record it in the audit log. Admin only.
+
+    Serving keeps every logged prediction and every label until they are pruned: run this from cron,
+    or start `shipway up --keep-logs 30d`. Drift and quality windows, and the rollouts' label joins,
+    cannot look further back than what is kept.
+    """
+    from shipway.monitoring import prune_logs
+
+    report = prune_logs(older_than, model=model, dry_run=dry_run)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    verb = "Would delete" if dry_run else "Deleted"
+    if not report.total:
+        console.print(f"Nothing to prune: no log of {model or 'any model'} is from before {report.cutoff}.")
+        return
+    what = ", ".join(f"{n:,} {kind} file(s)" for kind, n in report.files.items())
+    console.print(f"{verb} {what} from before {report.cutoff}:")
+    for name, days in report.days.items():
+        span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+        console.print(f"  {name}: {len(days)} day(s), {span}")
+
+
 @monitor_app.command("export-rules")
 def export_rules(
     output: Annotated[

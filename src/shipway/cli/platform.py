@@ -79,6 +79,15 @@ def up(
             "--monitor-interval", help="Seconds between evaluations of the alert rules and SLOs; 0: off."
         ),
     ] = 30.0,
+    keep_logs: Annotated[
+        str | None,
+        typer.Option(
+            "--keep-logs",
+            envvar="SHIPWAY_KEEP_LOGS",
+            help="Delete prediction logs and labels older than this (30d, 12w), hourly; default: keep all.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the platform on the configured store: the control-plane API, serving of every
     deployment of --env with the rollout controller, and monitoring.
@@ -97,6 +106,13 @@ def up(
             raise InvalidInput(f"--controller-interval must be positive, not {controller_interval}.")
     if monitor_interval < 0:
         raise InvalidInput(f"--monitor-interval must be 0 (off) or positive, not {monitor_interval}.")
+    keep_logs_ms = None
+    if keep_logs is not None:
+        from shipway.monitoring.retention import retention_ms
+
+        keep_logs_ms = retention_ms(keep_logs)
+        if monitor_interval == 0:
+            raise InvalidInput("--keep-logs needs the monitor: drop --monitor-interval 0.")
     settings = Settings.resolve()
     store = Store(settings)  # creates or checks the schema before anything else opens it
     describe_api(host, port, insecure_local, workers, store, settings)
@@ -111,6 +127,8 @@ def up(
         console.print(
             f"  alerts:    rules and SLOs evaluated every {monitor_interval:g} s (`shipway alerts list`)"
         )
+        kept = f"deleted after {keep_logs}" if keep_logs else "kept until pruned (--keep-logs)"
+        console.print(f"  logs:      prediction logs and labels {kept}")
     else:
         console.print("  alerts:    off (--monitor-interval 0)")
     console.print("Press Ctrl-C to stop.")
@@ -145,7 +163,7 @@ def up(
         from shipway.monitoring import Monitor
 
         # Its own store object: the API's is closed when the API stops.
-        monitor = Monitor(store=Store(settings), interval=monitor_interval).start()
+        monitor = Monitor(store=Store(settings), interval=monitor_interval, keep_logs_ms=keep_logs_ms).start()
     try:
         run_api(host, port, insecure_local, workers, store, stop=stop)
     finally:

@@ -1,6 +1,7 @@
 """Monitoring: data drift between a reference and a current sample, from raw data or stored profiles;
 and of a deployment from its prediction log: drift, data quality, live quality from labels; alert
-rules, SLOs with burn-rate alerts, the monitor that evaluates them, and their Prometheus rules."""
+rules, SLOs with burn-rate alerts, the monitor that evaluates them, and their Prometheus rules;
+and the retention of prediction logs and labels."""
 
 from shipway.data.reference import CategoricalColumn, NumericColumn, Profile
 from shipway.monitoring.alerts import (
@@ -28,6 +29,7 @@ from shipway.monitoring.feedback import FeedbackReceipt, record_feedback
 from shipway.monitoring.live import LiveDriftReport, live_drift
 from shipway.monitoring.loop import Monitor
 from shipway.monitoring.quality import QualityReport, QualityRow, live_quality
+from shipway.monitoring.retention import PruneReport, prune_logs
 from shipway.monitoring.rules import export_rules
 from shipway.monitoring.slo import SLO, delete_slo, get_slo, set_slo, slo_status
 
@@ -44,6 +46,7 @@ __all__ = [
     "Monitor",
     "NumericColumn",
     "Profile",
+    "PruneReport",
     "QualityCheck",
     "QualityReport",
     "QualityRow",
@@ -61,6 +64,7 @@ __all__ = [
     "list_rules",
     "live_drift",
     "live_quality",
+    "prune_logs",
     "record_feedback",
     "register_action",
     "set_slo",

@@ -28,6 +28,7 @@ import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -132,6 +133,8 @@ class Monitor:
     webhook_attempts: int = 5
     webhook_backoff: float = 1.0
     name: str = "shipway-monitor"
+    # delete prediction logs and labels older than this (ms), hourly; None keeps them all
+    keep_logs_ms: int | None = None
     # rule name (or slo/<model>) -> why it could not be measured at the last evaluation
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -174,7 +177,23 @@ class Monitor:
         if now - self._pruned_at >= PRUNE_EVERY_MS:
             self._pruned_at = now
             prune_traffic(store, now - KEEP_TRAFFIC_MS)
+            if self.keep_logs_ms is not None:
+                self._prune_logs(store, now)
         return moved
+
+    def _prune_logs(self, store: Store, now: int) -> None:
+        from shipway.monitoring.retention import prune
+
+        assert self.keep_logs_ms is not None
+        try:
+            report = prune(
+                store, self.keep_logs_ms, now=datetime.fromtimestamp(now / 1000, UTC), actor=self.name
+            )
+        except Exception:  # a store that went away, or a bug: logged, and tried again in an hour
+            log.exception("could not prune the prediction logs and labels")
+            return
+        if report.total:
+            log.info("pruned %d log file(s) from before %s", report.total, report.cutoff)
 
     def _failed(self, name: str, exc: Exception) -> None:
         """Record why ``name`` (a rule, or ``slo/<model>``) could not be measured, logging it when

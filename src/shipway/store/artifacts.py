@@ -6,6 +6,7 @@ keys; hashing, deduplication and verification are written once, in :class:`BlobS
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -195,6 +196,17 @@ class LocalBackend:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def remove_empty_dirs(self, prefix: str) -> None:
+        """Remove ``prefix``'s folder and those under it that deletes left empty, deepest first.
+        A folder a writer just made for a put may go too: only call this where nobody writes."""
+        base = self.root / prefix
+        if not base.is_dir():
+            return
+        folders = sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+        for path in [*folders, base]:
+            with contextlib.suppress(OSError):  # not empty
+                path.rmdir()
 
 
 class S3Backend:
