@@ -100,3 +100,37 @@ def test_without_labels_quality_is_no_data(served) -> None:  # type: ignore[no-u
     d = get_deployment("churn", store=store)
     (check,) = [c for c in d.verdict["checks"] if c["metric"] == "live_quality"]
     assert check["status"] == "no_data"
+
+
+def test_each_tick_reads_only_the_files_that_appeared_since_the_last(served) -> None:  # type: ignore[no-untyped-def]
+    store, url, rollout = served
+    arms: dict[str, str] = {}
+
+    def predict(n: int) -> list[dict[str, object]]:
+        labels = []
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for x in np.linspace(0.1, 0.7, n).round(3):  # stable is right on all of these, candidate wrong
+                r = client.post("/v1/models/churn/predict", json={"records": [{"x": float(x)}]})
+                arms[r.headers["shipway-request-id"]] = r.headers["shipway-arm"]
+                labels.append({"request_id": r.headers["shipway-request-id"], "label": 1})
+        time.sleep(1.0)  # the prediction log's flush
+        return labels
+
+    record_feedback("churn", predict(60), store=store)
+    first = labelled_by_arm(store, "churn", rollout.rollout_id)
+    assert sum(n for n, _ in first.values()) == 60
+    # The files already read are remembered: deleting them from the store changes nothing ...
+    backend = store.blobs.backend
+    for key in [*backend.list("predictions/"), *backend.list("feedback/")]:
+        backend.delete(key)
+    assert labelled_by_arm(store, "churn", rollout.rollout_id) == first
+    # ... and new files are read: more answers, their labels, and a corrected label for one of them.
+    more = predict(40)
+    record_feedback("churn", more, store=store)
+    record_feedback("churn", [{**more[0], "label": 0}], store=store)
+    second = labelled_by_arm(store, "churn", rollout.rollout_id)
+    answered = Counter(arms.values())
+    assert {arm: n for arm, (n, _) in second.items()} == dict(answered)
+    flipped = arms[str(more[0]["request_id"])]  # its answer is now right on candidate, wrong on stable
+    assert second["candidate"][1] == answered["candidate"] - (flipped == "candidate")
+    assert second["stable"][1] == (flipped == "stable")

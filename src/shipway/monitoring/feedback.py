@@ -368,28 +368,41 @@ class Labels:
 
 def read_labels(model: str, *, since: datetime | None = None, store: Store) -> Labels:
     """The labels of ``model`` received on or after ``since``'s day (all of them without it)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    return latest_labels(
+        [read_label_file(key, store=store) for key in label_files(model, since=since, store=store)]
+    )
 
-    backend = store.blobs.backend
+
+def label_files(model: str, *, since: datetime | None = None, store: Store) -> list[str]:
+    """The keys of ``model``'s label files received on or after ``since``'s day, oldest first.
+    Each is written once and never changed."""
     first_day = since.date() if since is not None else None
     keys = []
-    for key in backend.list(f"{PREFIX}/{model}/"):
+    for key in store.blobs.backend.list(f"{PREFIX}/{model}/"):
         if not key.endswith(".parquet"):
             continue
         day = _day_of(key)
         if first_day is not None and day is not None and day < first_day:
             continue
         keys.append(key)
-    keys.sort()  # by day, then by received time
-    tables = []
+    return sorted(keys)  # by day, then by received time
+
+
+def read_label_file(key: str, *, store: Store) -> pa.Table:
+    """One label file's request_id, row, label and received columns."""
+    import pyarrow.parquet as pq
+
     with tempfile.TemporaryDirectory(prefix="shipway-feedback-") as tmp:
-        for i, key in enumerate(keys):
-            path = Path(tmp) / f"{i}.parquet"
-            backend.get(key, path)
-            tables.append(pq.read_table(path, columns=["request_id", "row", "label", "received"]))
-            path.unlink()
+        path = Path(tmp) / "labels.parquet"
+        store.blobs.backend.get(key, path)
+        return pq.read_table(path, columns=["request_id", "row", "label", "received"])
+
+
+def latest_labels(tables: list[pa.Table]) -> Labels:
+    """Label files (oldest first) as one label per (request_id, row): the last one received."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if not tables:
         empty = pa.table(
             {

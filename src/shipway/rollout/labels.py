@@ -9,12 +9,21 @@ predictions are judged (integers, booleans or text); regression outputs are left
 
 The whole rollout counts, not only the current step: quality needs labels, which come slowly,
 and both arms are compared over the same stretch of time.
+
+The controller asks at every tick, and a long rollout's log is large, so the files read are
+remembered per rollout (log and label files are written once and never changed): each tick reads
+only the files that appeared since the last, keeping just this rollout's answered rows of the few
+columns the join needs, and joins in memory.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -25,14 +34,42 @@ log = logging.getLogger("shipway.rollout")
 ARMS = ("stable", "candidate")
 
 
+LOG_COLUMNS = ["request_id", "row", "time", "arm", "rollout_id", "status", "prediction"]
+FORGET_AFTER_S = 3600.0  # a rollout not asked about for this long is dropped from the cache
+
+
+@dataclass
+class _Read:
+    """The files of one rollout read so far, by key: its rows of each log file (None when a file
+    held none), and each label file."""
+
+    predictions: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)
+    used: float = 0.0
+
+
+_cache: dict[tuple[int, str], _Read] = {}
+_cache_lock = threading.Lock()
+
+
+def _read_so_far(store: Store, rollout_id: str) -> _Read:
+    now = time.monotonic()
+    with _cache_lock:
+        for key in [k for k, v in _cache.items() if now - v.used > FORGET_AFTER_S]:
+            del _cache[key]
+        read = _cache.setdefault((id(store), rollout_id), _Read())
+        read.used = now
+        return read
+
+
 def labelled_by_arm(store: Store, model: str, rollout_id: str) -> dict[str, tuple[int, int]]:
     """``{arm: (labelled, wrong)}`` for the rollout so far; empty when nothing is labelled yet."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from shipway.monitoring.feedback import read_labels
-    from shipway.serving import read_predictions
+    from shipway.monitoring.feedback import label_files, latest_labels, read_label_file
+    from shipway.serving.predlog_read import prediction_files, read_prediction_file
 
     with store.read() as conn:
         started = conn.execute(
@@ -41,25 +78,31 @@ def labelled_by_arm(store: Store, model: str, rollout_id: str) -> dict[str, tupl
     if started is None:
         return {}
     since = datetime.fromtimestamp(started / 1000, tz=UTC)
-    until = datetime.now(UTC)  # files written after this pass wait for the next one
-    labels = read_labels(model, since=since, store=store).table
+    read = _read_so_far(store, rollout_id)
+    for key in label_files(model, since=since, store=store):
+        if key not in read.labels:
+            read.labels[key] = read_label_file(key, store=store)
+    labels = latest_labels(list(read.labels.values())).table
     if labels.num_rows == 0:
         return {}
-    logged = read_predictions(
-        model,
-        since=since,
-        until=until,
-        columns=["request_id", "row", "time", "arm", "rollout_id", "status", "prediction"],
-        store=store,
-    )
-    if logged.num_rows == 0 or "prediction" not in logged.column_names:
+    for key in prediction_files(model, since=since, store=store):
+        if key not in read.predictions:
+            rows = read_prediction_file(key, LOG_COLUMNS, store=store)
+            ours = pc.and_(
+                pc.and_(
+                    pc.equal(rows.column("rollout_id"), rollout_id), pc.equal(rows.column("status"), 200)
+                ),
+                pc.is_in(rows.column("arm"), pa.array(ARMS)),
+            )
+            rows = rows.filter(pc.fill_null(ours, False)).select(
+                ["request_id", "row", "time", "arm", "prediction"]
+            )
+            read.predictions[key] = rows if rows.num_rows else None
+    parts = [t for t in read.predictions.values() if t is not None]
+    if not parts:
         return {}
-    ours = pc.and_(
-        pc.equal(logged.column("rollout_id"), rollout_id),
-        pc.and_(pc.equal(logged.column("status"), 200), pc.is_in(logged.column("arm"), pa.array(ARMS))),
-    )
-    logged = logged.filter(pc.fill_null(ours, False))
-    if logged.num_rows == 0 or not _classes(logged.column("prediction").type):
+    logged = _concat(parts)
+    if not _classes(logged.column("prediction").type):
         return {}
     # A request id a client reused keeps its latest answer, so a label never counts twice.
     logged = logged.take(pc.sort_indices(logged, [("time", "ascending")]))
@@ -73,6 +116,22 @@ def labelled_by_arm(store: Store, model: str, rollout_id: str) -> dict[str, tupl
     wrong = _differs(joined.column("prediction"), joined.column("label"))
     arms = joined.column("arm").to_numpy(zero_copy_only=False)
     return {arm: (int((arms == arm).sum()), int(wrong[arms == arm].sum())) for arm in ARMS}
+
+
+def _concat(tables: list[Any]) -> Any:
+    """The rows of several log files as one table; predictions typed differently between versions
+    (integers in one, text in another) become text, which is how they are compared anyway."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    types = {t.schema.field("prediction").type for t in tables}
+    if len(types) > 1:
+        known = [t for t in types if not pa.types.is_null(t)]
+        if len(known) > 1 and not all(pa.types.is_integer(t) for t in known):
+            tables = [
+                t.set_column(4, "prediction", pc.cast(t.column("prediction"), pa.string())) for t in tables
+            ]
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def _keyed(table: object) -> object:

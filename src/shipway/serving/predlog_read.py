@@ -115,40 +115,70 @@ def iter_prediction_batches(
     wanted = str(version) if version is not None else None
     backend = (store or get_store(connect=False)).blobs.backend
     for key in _keys(backend, model, start, end, wanted):
-        with tempfile.TemporaryDirectory(prefix="shipway-predictions-") as tmp:
-            path = Path(tmp) / "part.parquet"
-            backend.get(key, path)
-            try:
-                parquet = pq.ParquetFile(path)
-            except (pa.ArrowException, OSError) as exc:
-                raise IntegrityError(
-                    f"{key} in the artifact store {backend.uri} is not a readable parquet file ({exc}); "
-                    "the log never writes one partly, so it was altered: restore or delete it."
-                ) from None
-            with parquet:
-                schema = parquet.schema_arrow
-                info = _file_info(schema)
-                if wanted is not None and str(info.get("version")) != wanted:
-                    continue
-                renamed = info.get("renamed") or {}
-                time_column = renamed.get("time", "time")
-                mirrored_column = renamed.get("mirrored", "mirrored")
-                names = schema.names
-                filters = [time_column] if start is not None or end is not None else []
-                if not include_mirrored:
-                    filters.append(mirrored_column)
-                read = None
-                # A name the log writes (metadata, predictions) means the log's column, wherever
-                # this file put it.
-                real = {c: renamed.get(c, c) for c in columns or ()}
+        yield from _file_batches(backend, key, start, end, wanted, columns, include_mirrored, batch_size)
+
+
+def prediction_files(model: str, *, since: datetime | None = None, store: Store) -> list[str]:
+    """The keys of ``model``'s log files that may hold rows from ``since`` on, in key order.
+
+    Each file is written once, whole, and never changed, so a reader that remembers the keys it
+    has read only needs the new ones next time (see :func:`read_prediction_file`)."""
+    return _keys(store.blobs.backend, model, _instant(since, "since"), None, None)
+
+
+def read_prediction_file(key: str, columns: Sequence[str], *, store: Store) -> pa.Table:
+    """The rows of one log file (shadow copies left out) as ``columns``, as in
+    :func:`iter_prediction_batches`."""
+    batches = list(_file_batches(store.blobs.backend, key, None, None, None, columns, False, 65_536))
+    if not batches:
+        return pa.table({n: pa.array([], _known_type(n)) for n in columns})
+    return pa.Table.from_batches(batches)
+
+
+def _file_batches(
+    backend: Any,
+    key: str,
+    start: datetime | None,
+    end: datetime | None,
+    wanted: str | None,
+    columns: Sequence[str] | None,
+    include_mirrored: bool,
+    batch_size: int,
+) -> Iterator[pa.RecordBatch]:
+    with tempfile.TemporaryDirectory(prefix="shipway-predictions-") as tmp:
+        path = Path(tmp) / "part.parquet"
+        backend.get(key, path)
+        try:
+            parquet = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise IntegrityError(
+                f"{key} in the artifact store {backend.uri} is not a readable parquet file ({exc}); "
+                "the log never writes one partly, so it was altered: restore or delete it."
+            ) from None
+        with parquet:
+            schema = parquet.schema_arrow
+            info = _file_info(schema)
+            if wanted is not None and str(info.get("version")) != wanted:
+                return
+            renamed = info.get("renamed") or {}
+            time_column = renamed.get("time", "time")
+            mirrored_column = renamed.get("mirrored", "mirrored")
+            names = schema.names
+            filters = [time_column] if start is not None or end is not None else []
+            if not include_mirrored:
+                filters.append(mirrored_column)
+            read = None
+            # A name the log writes (metadata, predictions) means the log's column, wherever this
+            # file put it.
+            real = {c: renamed.get(c, c) for c in columns or ()}
+            if columns is not None:
+                read = [c for c in dict.fromkeys([*real.values(), *filters]) if c in names]
+            for batch in parquet.iter_batches(batch_size=batch_size, columns=read):
+                batch = _filter(batch, start, end, time_column, mirrored_column, include_mirrored)
                 if columns is not None:
-                    read = [c for c in dict.fromkeys([*real.values(), *filters]) if c in names]
-                for batch in parquet.iter_batches(batch_size=batch_size, columns=read):
-                    batch = _filter(batch, start, end, time_column, mirrored_column, include_mirrored)
-                    if columns is not None:
-                        batch = _select(batch, columns, real)
-                    if batch.num_rows:
-                        yield batch
+                    batch = _select(batch, columns, real)
+                if batch.num_rows:
+                    yield batch
 
 
 def _filter(
