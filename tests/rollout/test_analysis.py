@@ -180,3 +180,24 @@ def test_a_bad_candidate_is_caught_within_its_sample_budget() -> None:
         stable = ArmWindow(requests=1000, errors=int(rng.binomial(1000, 0.005)))
         candidate = ArmWindow(requests=1000, errors=int(rng.binomial(1000, 0.05)))
         assert check_error_rate(stable, candidate, Thresholds()).status == FAIL
+
+
+def test_a_finished_stable_window_does_not_hold_a_candidate_for_ever() -> None:
+    # At 100 % stable serves no more: its window from the step before is all there is. A lucky
+    # stable (1.4 % against the candidate's 2 %, both truly 2 %) never becomes significant however
+    # long the candidate runs, so waiting would hold for ever: only a significant difference counts.
+    stable, candidate = ArmWindow(requests=1000, errors=14), ArmWindow(requests=100_000, errors=2000)
+    assert check_error_rate(stable, candidate, Thresholds()).status == INCONCLUSIVE
+    assert check_error_rate(stable, candidate, Thresholds(), stable_grows=False).status == PASS
+    assert judge(analyse(stable, candidate, stable_grows=False)).action == PROMOTE
+    worse = ArmWindow(requests=100_000, errors=5000)
+    assert check_error_rate(stable, worse, Thresholds(), stable_grows=False).status == FAIL
+
+
+def test_alpha_is_split_across_every_sequential_test_of_a_rollout() -> None:
+    from shipway.rollout import RolloutConfig
+
+    # One per step window, plus live quality over the whole rollout.
+    assert RolloutConfig(steps=(5, 25, 50, 100)).analysis_thresholds().looks == 5
+    assert RolloutConfig(strategy="blue-green").analysis_thresholds().looks == 3  # shadow, then switched
+    assert RolloutConfig(strategy="ab").analysis_thresholds().looks == 2

@@ -13,9 +13,11 @@ Every check answers ``pass``, ``fail``, ``inconclusive`` or ``no_data``; too lit
   on huge traffic does not roll back. The controller looks at every tick, as often as it likes: the
   p-value is *always valid* (see :func:`sequential_greater`), so peeking does not inflate false
   rollbacks the way a fixed-sample test (Fisher's, a z-test) checked at every tick does. ``alpha``
-  is split across the rollout's steps (Bonferroni), each step being judged on its own window.
+  is split (Bonferroni) across the sequential tests a rollout runs: one per step, each step being
+  judged on its own window, and one for live quality, judged over the whole rollout.
   A candidate that is worse by more than the tolerance but not yet significantly is
-  ``inconclusive``: the controller holds and gathers more traffic instead of promoting it.
+  ``inconclusive``: the controller holds and gathers more traffic instead of promoting it (unless
+  stable's window no longer grows, when waiting could not settle it).
 - **latency**: the ratio of p95 latencies, estimated from the histograms, against a maximum.
 - **prediction drift**: the population stability index between the arms' predictions (class
   frequencies, or ten quantile bins of the stable arm's values).
@@ -158,7 +160,7 @@ class Thresholds:
     """How much worse a candidate may be, and how much evidence a judgement needs."""
 
     alpha: float = 0.05  # family-wise: the chance of rolling back a candidate as good as stable
-    looks: int = 4  # windows judged on their own (one per step); alpha is split across them
+    looks: int = 4  # sequential tests run (one per step, one for live quality); alpha is split across them
     min_requests: int = 100  # per arm, for error rate and latency
     error_tolerance: float = 0.005  # absolute: 0.5 percentage points
     max_latency_ratio: float = 1.5  # candidate p95 / stable p95
@@ -239,7 +241,9 @@ def _rate(x: int, n: int) -> str:
     return f"{x}/{n} ({100 * x / n:.2f}%)" if n else "0/0"
 
 
-def check_error_rate(stable: ArmWindow, candidate: ArmWindow, t: Thresholds) -> Check:
+def check_error_rate(
+    stable: ArmWindow, candidate: ArmWindow, t: Thresholds, *, stable_grows: bool = True
+) -> Check:
     measured = {
         "stable": [stable.errors, stable.requests],
         "candidate": [candidate.errors, candidate.requests],
@@ -258,7 +262,7 @@ def check_error_rate(stable: ArmWindow, candidate: ArmWindow, t: Thresholds) -> 
     )
     return _compare_rates(
         "error_rate", (candidate.errors, candidate.requests), (stable.errors, stable.requests),
-        t.error_tolerance, t, summary, measured,
+        t.error_tolerance, t, summary, measured, stable_grows,
     )  # fmt: skip
 
 
@@ -270,14 +274,17 @@ def _compare_rates(
     t: Thresholds,
     summary: str,
     measured: dict[str, Any],
+    stable_grows: bool,
 ) -> Check:
     """Fail when the candidate's rate is significantly higher and higher by more than
-    ``tolerance``; inconclusive when it is higher by more than that but not yet significantly."""
+    ``tolerance``; inconclusive when it is higher by more than that but not yet significantly,
+    and more traffic can settle it: not when stable's sample no longer grows (the candidate
+    answers everything), where the p-value levels off and waiting would hold for ever."""
     p = sequential_greater(*candidate, *stable)
     diff = candidate[0] / candidate[1] - stable[0] / stable[1]
     level = t.alpha / max(t.looks, 1)
     worse = diff > tolerance
-    status = FAIL if worse and p < level else INCONCLUSIVE if worse else PASS
+    status = FAIL if worse and p < level else INCONCLUSIVE if worse and stable_grows else PASS
     summary += (
         f": sequential p={p:.3g} (fails below {level:.3g} when worse by more than "
         f"{100 * tolerance:.2f} points)"
@@ -324,7 +331,9 @@ def check_prediction_drift(stable: ArmWindow, candidate: ArmWindow, t: Threshold
     return Check("prediction_drift", FAIL if failed else PASS, summary, {"psi": value})
 
 
-def check_quality(stable: ArmWindow, candidate: ArmWindow, t: Thresholds) -> Check:
+def check_quality(
+    stable: ArmWindow, candidate: ArmWindow, t: Thresholds, *, stable_grows: bool = True
+) -> Check:
     measured = {"stable": [stable.wrong, stable.labelled], "candidate": [candidate.wrong, candidate.labelled]}
     if min(stable.labelled, candidate.labelled) < t.min_labels:
         return Check(
@@ -336,18 +345,21 @@ def check_quality(stable: ArmWindow, candidate: ArmWindow, t: Thresholds) -> Che
     )
     return _compare_rates(
         "live_quality", (candidate.wrong, candidate.labelled), (stable.wrong, stable.labelled),
-        t.quality_tolerance, t, summary, measured,
+        t.quality_tolerance, t, summary, measured, stable_grows,
     )  # fmt: skip
 
 
-def analyse(stable: ArmWindow, candidate: ArmWindow, t: Thresholds | None = None) -> list[Check]:
-    """Every check of candidate against stable."""
+def analyse(
+    stable: ArmWindow, candidate: ArmWindow, t: Thresholds | None = None, *, stable_grows: bool = True
+) -> list[Check]:
+    """Every check of candidate against stable; ``stable_grows=False`` when stable's window is a
+    finished one (the candidate answers everything), so nothing waits for more of it."""
     t = t or Thresholds()
     return [
-        check_error_rate(stable, candidate, t),
+        check_error_rate(stable, candidate, t, stable_grows=stable_grows),
         check_latency(stable, candidate, t),
         check_prediction_drift(stable, candidate, t),
-        check_quality(stable, candidate, t),
+        check_quality(stable, candidate, t, stable_grows=stable_grows),
     ]
 
 

@@ -97,9 +97,10 @@ class RolloutConfig:
         return RolloutConfig(**{**asdict(self), "steps": steps, "webhooks": tuple(self.webhooks)})
 
     def analysis_thresholds(self) -> Thresholds:
-        # Each step is judged on its own window, with an always-valid test (it may look at every
-        # tick), so alpha is split across the steps only.
-        looks = max(len(self.steps) if self.strategy == "canary" else 1, 1)
+        # Each step is judged on its own window with an always-valid test (so it may look at every
+        # tick), and live quality over the whole rollout with another: alpha is split across those.
+        windows = {"canary": len(self.steps), "blue-green": 2}.get(self.strategy, 1)
+        looks = max(windows, 1) + 1
         return Thresholds(**{"looks": looks, "min_requests": self.min_requests, **self.thresholds})
 
     @classmethod
@@ -604,12 +605,13 @@ def _step(store: Store, d: Deployment, now: int) -> Event | None:
     arms = windows(store, d.rollout_id, d.step)
     stable, candidate = arms[STABLE], arms[CANDIDATE]
     thresholds = c.analysis_thresholds()
-    if stable.requests == 0 and d.step > 0:
+    stable_grows = not (stable.requests == 0 and d.step > 0)
+    if not stable_grows:
         # The candidate answers everything now (canary at 100 %, blue-green after the switch):
         # compare it with what stable served in the step before.
         stable = windows(store, d.rollout_id, d.step - 1)[STABLE]
     stable, candidate = _with_labels(store, d, stable, candidate)
-    checks = analyse(stable, candidate, thresholds)
+    checks = analyse(stable, candidate, thresholds, stable_grows=stable_grows)
     verdict = judge(checks, failures=d.failures, failure_limit=c.failure_limit)
     elapsed = now - (d.step_started_at or now)
     enough = candidate.requests >= c.min_requests
@@ -679,6 +681,10 @@ def _step(store: Store, d: Deployment, now: int) -> Event | None:
                 _D.update().where(_D.c.id == d.id).values(verdict=record, failures=failures, updated_at=now)
             )
             return None
+    if result.action in (ROLLBACK, SUCCEEDED):
+        from shipway.rollout.labels import forget
+
+        forget(d.rollout_id)
     if result.action == ROLLBACK:
         _notify(d, ROLLED_BACK, verdict.reasons)
     return result
