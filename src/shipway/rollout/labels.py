@@ -18,9 +18,11 @@ columns the join needs, and joins in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,24 +48,40 @@ class _Read:
     predictions: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, Any] = field(default_factory=dict)
     used: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _cache: dict[tuple[int, str], _Read] = {}
 _cache_lock = threading.Lock()
 
 
-def _read_so_far(store: Store, rollout_id: str) -> _Read:
+@contextlib.contextmanager
+def _read_so_far(store: Store, rollout_id: str) -> Iterator[_Read]:
+    """What was read for this rollout, held by one caller at a time."""
     now = time.monotonic()
     with _cache_lock:
         for key in [k for k, v in _cache.items() if now - v.used > FORGET_AFTER_S]:
             del _cache[key]
         read = _cache.setdefault((id(store), rollout_id), _Read())
         read.used = now
-        return read
+    with read.lock:
+        yield read
+
+
+def forget(rollout_id: str) -> None:
+    """Drop what was read for a rollout that ended."""
+    with _cache_lock:
+        for key in [k for k in _cache if k[1] == rollout_id]:
+            del _cache[key]
 
 
 def labelled_by_arm(store: Store, model: str, rollout_id: str) -> dict[str, tuple[int, int]]:
     """``{arm: (labelled, wrong)}`` for the rollout so far; empty when nothing is labelled yet."""
+    with _read_so_far(store, rollout_id) as read:
+        return _labelled(store, model, rollout_id, read)
+
+
+def _labelled(store: Store, model: str, rollout_id: str, read: _Read) -> dict[str, tuple[int, int]]:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -78,14 +96,14 @@ def labelled_by_arm(store: Store, model: str, rollout_id: str) -> dict[str, tupl
     if started is None:
         return {}
     since = datetime.fromtimestamp(started / 1000, tz=UTC)
-    read = _read_so_far(store, rollout_id)
     for key in label_files(model, since=since, store=store):
         if key not in read.labels:
             read.labels[key] = read_label_file(key, store=store)
     labels = latest_labels(list(read.labels.values())).table
     if labels.num_rows == 0:
         return {}
-    for key in prediction_files(model, since=since, store=store):
+    # Up to now: the days since the rollout started are listed, not the model's whole history.
+    for key in prediction_files(model, since=since, until=datetime.now(UTC), store=store):
         if key not in read.predictions:
             rows = read_prediction_file(key, LOG_COLUMNS, store=store)
             ours = pc.and_(

@@ -118,12 +118,15 @@ def iter_prediction_batches(
         yield from _file_batches(backend, key, start, end, wanted, columns, include_mirrored, batch_size)
 
 
-def prediction_files(model: str, *, since: datetime | None = None, store: Store) -> list[str]:
-    """The keys of ``model``'s log files that may hold rows from ``since`` on, in key order.
+def prediction_files(
+    model: str, *, since: datetime | None = None, until: datetime | None = None, store: Store
+) -> list[str]:
+    """The keys of ``model``'s log files that may hold rows between ``since`` and ``until``, in
+    key order (with both, at most 31 days apart, only those days are listed).
 
     Each file is written once, whole, and never changed, so a reader that remembers the keys it
     has read only needs the new ones next time (see :func:`read_prediction_file`)."""
-    return _keys(store.blobs.backend, model, _instant(since, "since"), None, None)
+    return _keys(store.blobs.backend, model, _instant(since, "since"), _instant(until, "until"), None)
 
 
 def read_prediction_file(key: str, columns: Sequence[str], *, store: Store) -> pa.Table:
