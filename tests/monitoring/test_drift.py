@@ -255,5 +255,8 @@ def test_public_names_are_pinned() -> None:
         "set_slo",
         "silence",
         "slo_status",
+        # retention of prediction logs and labels
+        "PruneReport",
+        "prune_logs",
     }
     assert all(hasattr(monitoring, name) for name in monitoring.__all__)

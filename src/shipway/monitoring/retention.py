@@ -17,12 +17,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shipway.core.errors import InvalidInput
+from shipway.core.names import check_name
 from shipway.governance.identity import parse_duration_ms, require
 from shipway.store import Store, audit, get_store
 
 __all__ = ["PruneReport", "prune", "prune_logs", "retention_ms"]
 
 KINDS = ("predictions", "feedback")  # each the first segment of its keys
+MAX_RETENTION_DAYS = 36_500
 _DAY = re.compile(r"^(predictions|feedback)/([^/]+)/date=(\d{4}-\d{2}-\d{2})/")
 
 
@@ -58,6 +60,11 @@ def retention_ms(older_than: str | timedelta) -> int:
         raise InvalidInput(
             f"Logs are kept by whole days; a retention of {older_than!r} is under one day. Use 1d or more."
         )
+    if ms > MAX_RETENTION_DAYS * 86_400_000:
+        raise InvalidInput(
+            f"A retention of {older_than!r} is over {MAX_RETENTION_DAYS:,} days; to keep logs for ever, "
+            "do not prune them."
+        )
     return ms
 
 
@@ -87,19 +94,19 @@ def prune(
 ) -> PruneReport:
     """:func:`prune_logs` without its role check, for the monitor of ``shipway up --keep-logs``
     (whoever started the platform chose the retention)."""
+    if model is not None:
+        check_name(model, "model")
     now = now or datetime.now(UTC)
     cutoff = (now - timedelta(milliseconds=keep_ms)).date()  # the oldest day kept: the cutoff's
     backend = store.blobs.backend
     doomed: list[str] = []
-    files: Counter[str] = Counter()
-    days: dict[str, set[str]] = {}
     for kind in KINDS:
         base = f"{kind}/"
         if model is not None:  # the prediction log percent-encodes the name; feedback refuses "/"
             base += f"{_segment(model) if kind == 'predictions' else model}/"
         for key in backend.list(base):
             m = _DAY.match(key)
-            if m is None:
+            if m is None or (model is not None and _unquote(m[2]) != model):
                 continue
             try:
                 day = date.fromisoformat(m[3])
@@ -108,26 +115,40 @@ def prune(
             if day >= cutoff:
                 continue
             doomed.append(key)
-            files[kind] += 1
-            days.setdefault(_unquote(m[2]), set()).add(m[3])
-    report = PruneReport(cutoff, dry_run, dict(files), {k: sorted(v) for k, v in sorted(days.items())})
     if dry_run or not doomed:
-        return report
-    for key in doomed:
-        backend.delete(key)
-    tidy = getattr(backend, "remove_empty_dirs", None)  # a local folder keeps empty day folders
-    if tidy is not None:
-        for folder in sorted({key[: key.index("/", key.index("/date=") + 1) + 1] for key in doomed}):
-            tidy(folder)  # a day nobody writes to any more
-    with store.write() as conn:
-        audit.append(
-            conn,
-            "monitoring.pruned",
-            f"model/{model}" if model is not None else "monitoring",
-            {"older_than_ms": keep_ms, **report.to_dict()},
-            actor=actor,
-        )
+        return _report(cutoff, dry_run, doomed)
+    deleted: list[str] = []
+    try:
+        for key in doomed:
+            backend.delete(key)
+            deleted.append(key)
+        tidy = getattr(backend, "remove_empty_dirs", None)  # a local folder keeps empty day folders
+        if tidy is not None:
+            for folder in sorted({key[: key.index("/", key.index("/date=") + 1) + 1] for key in doomed}):
+                tidy(folder)  # a day nobody writes to any more
+    finally:  # what was deleted is audited, also when the store failed partway
+        report = _report(cutoff, dry_run, deleted)
+        if deleted:
+            with store.write() as conn:
+                audit.append(
+                    conn,
+                    "monitoring.pruned",
+                    f"model/{model}" if model is not None else "monitoring",
+                    {"older_than_ms": keep_ms, **report.to_dict(), "complete": deleted == doomed},
+                    actor=actor,
+                )
     return report
+
+
+def _report(cutoff: date, dry_run: bool, keys: list[str]) -> PruneReport:
+    files: Counter[str] = Counter()
+    days: dict[str, set[str]] = {}
+    for key in keys:
+        m = _DAY.match(key)
+        assert m is not None
+        files[m[1]] += 1
+        days.setdefault(_unquote(m[2]), set()).add(m[3])
+    return PruneReport(cutoff, dry_run, dict(files), {k: sorted(v) for k, v in sorted(days.items())})
 
 
 def _segment(model: str) -> str:
